@@ -54,7 +54,11 @@ def main() -> None:
         ("default mix, no flows", _variant(base, None, None), 300),
         ("closed-form families, no flows", _variant(base, closed_form, None), 300),
         ("mixture (Monte Carlo truth), no flows", _variant(base, ["mixture"], None), None),
-        ("default mix, flows on X and Y (config kinds)", _variant(base, None, base["transforms"]["flow"]["kinds"]), 100),
+        (
+            "default mix, flows on X and Y (config kinds)",
+            _variant(base, None, base["transforms"]["flow"]["kinds"]),
+            100,
+        ),
         ("default mix, masked-affine flows", _variant(base, None, ["masked_affine"]), 100),
         ("default mix, coupling-spline flows", _variant(base, None, ["coupling_spline"]), None),
         ("default mix, autoregressive-spline flows", _variant(base, None, ["autoregressive_spline"]), None),

@@ -44,6 +44,86 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from model.train import load_train_config, train
+
+    cfg = load_train_config(args.config)
+    if args.steps is not None or args.out_dir is not None:
+        update = {"out_dir": args.out_dir or cfg.out_dir}
+        if args.steps is not None:
+            update["optim"] = cfg.optim.model_copy(update={"steps": args.steps})
+        cfg = cfg.model_copy(update=update)
+    path = train(cfg, resume=args.resume, init=args.init, progress=not args.quiet)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from model.estimator import Estimator
+    from model.evaluate import SUITES, evaluate, markdown_table, write_reports
+
+    est = Estimator.load(args.checkpoint)
+    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    reports = [evaluate(est, s, args.tasks_per_bucket, progress=not args.quiet) for s in suites]
+    for r in reports:
+        print(markdown_table(r), end="\n\n")
+    print(f"reports: {write_reports(reports, args.out)}")
+    return 0
+
+
+def _load_array(path: str):
+    import numpy as np
+
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            if len(z.files) != 1:
+                raise UserError(f"{path}: .npz must hold exactly one array, found {z.files}")
+            return z[z.files[0]]
+    if path.endswith(".csv"):
+        return np.loadtxt(path, delimiter=",", ndmin=2)
+    raise UserError(f"{path}: unsupported file type (use .npy, .npz or .csv)")
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    import json
+
+    from model.estimator import Estimator
+
+    try:
+        x, y = _load_array(args.x), _load_array(args.y)
+    except (OSError, ValueError) as err:
+        raise UserError(str(err)) from None
+    est = Estimator.load(args.checkpoint).estimate(x, y, method=args.method)
+    if args.json:
+        print(json.dumps(est.to_dict()))
+    else:
+        line = f"I(X;Y) = {est.median:.4f} nats ({est.median_bits:.4f} bits)"
+        line += f"  [{args.method}, n={est.n}, dx={est.dx}, dy={est.dy}]"
+        if est.interval_90:
+            line += f"\n90% interval: [{est.interval_90[0]:.4f}, {est.interval_90[1]:.4f}] nats"
+        print(line)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from server.settings import Settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers),
+                                   ("checkpoint", args.checkpoint)) if v is not None}  # fmt: skip
+    settings = Settings(**overrides)
+    if not os.path.isfile(settings.checkpoint):
+        raise UserError(f"checkpoint not found: {settings.checkpoint}")
+    os.environ["MIST_CHECKPOINT"] = settings.checkpoint  # worker processes build their app from the env
+    uvicorn.run("server.main:app", host=settings.host, port=settings.port, workers=settings.workers)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mist", description="Amortized mutual-information estimation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,16 +137,49 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard-index", type=int, default=0, help="this machine's index among --num-shards")
     g.add_argument("--num-shards", type=int, default=1, help="machines sharing the work")
     g.set_defaults(handler=_generate)
+
+    t = sub.add_parser("train", help="train the estimator on a meta-distribution (torchrun for DDP)")
+    t.add_argument("--config", required=True, help="training config (TOML or JSON)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    t.add_argument("--init", default=None, help="fine-tune: start from this checkpoint's weights")
+    t.add_argument("--steps", type=int, default=None, help="override optim.steps")
+    t.add_argument("--out-dir", default=None, help="override out_dir")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(handler=_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on held-in / held-out suites against baselines")
+    e.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
+    e.add_argument("--suite", choices=["held-in", "held-out", "all"], default="all")
+    e.add_argument("--tasks-per-bucket", type=int, default=30)
+    e.add_argument("--out", default="runs/evaluation")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(handler=_evaluate)
+
+    s = sub.add_parser("estimate", help="estimate I(X;Y) for arrays in files (.npy, .npz, .csv; rows = samples)")
+    s.add_argument("--x", required=True)
+    s.add_argument("--y", required=True)
+    s.add_argument("--checkpoint", default=None)
+    s.add_argument("--method", default="mist", choices=["mist", "ksg", "gaussian", "gaussian_copula"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=_estimate)
+
+    v = sub.add_parser("serve", help="serve the HTTP API (settings also from MIST_* environment variables)")
+    v.add_argument("--host", default=None)
+    v.add_argument("--port", type=int, default=None)
+    v.add_argument("--workers", type=int, default=None)
+    v.add_argument("--checkpoint", default=None)
+    v.set_defaults(handler=_serve)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from metadata_gen.config import ConfigError
+    from model.validation import InputError
 
     try:
         return args.handler(args)
-    except (UserError, ConfigError, FileNotFoundError) as err:
+    except (UserError, ConfigError, FileNotFoundError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

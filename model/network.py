@@ -1,0 +1,168 @@
+"""The set network: one token per (sample, coordinate) cell, two-axis attention, monotone quantile head.
+
+Invariances hold by construction:
+- samples: attention over samples is induced set attention (ISAB) and pooling is attention pooling, both
+  permutation-equivariant/invariant, and the per-column preprocessing uses average ranks;
+- coordinates within X (or Y): cells carry no position; attention across a sample's cells is a set operation;
+- monotone maps of a coordinate: the input is rank → Gaussian scores;
+- swapping X and Y: X and Y cells go through the same weights, cells attend to "own side" and "other side"
+  with shared modules, and every pooled feature is symmetric in (X, Y).
+Memory and time are linear in n (ISAB with a fixed number of inducing points).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.preprocess import gaussian_scores, soft_gaussian_scores
+
+QUANTILE_GRID = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
+                 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    width: int = 32
+    heads: int = 4
+    blocks: int = 2
+    inducing: int = 16
+    quantiles: tuple[float, ...] = field(default=QUANTILE_GRID)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MAB(nn.Module):
+    """Multi-head attention block (Lee et al. 2019): pre-norm attention of queries on keys, then an MLP.
+
+    ``bias`` (broadcastable to (S, heads, q, k)) is added to the attention logits.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm_q, self.norm_k, self.norm_out = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.q, self.kv, self.out = nn.Linear(width, width), nn.Linear(width, 2 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (S, heads, L, w / heads)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        k, v = self.kv(self.norm_k(kv)).chunk(2, dim=-1)
+        att = F.scaled_dot_product_attention(self._split(self.q(self.norm_q(q))), self._split(k), self._split(v), bias)
+        h = q + self.out(att.transpose(1, 2).flatten(-2))
+        return h + self.mlp(self.norm_out(h))
+
+
+class ISAB(nn.Module):
+    """Induced set attention over a set axis: O(n·m) instead of O(n²)."""
+
+    def __init__(self, width: int, heads: int, inducing: int):
+        super().__init__()
+        self.points = nn.Parameter(torch.randn(1, inducing, width) / math.sqrt(width))
+        self.summarize, self.broadcast = MAB(width, heads), MAB(width, heads)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (S, n, w)
+        summary = self.summarize(self.points.expand(h.shape[0], -1, -1), h)
+        return self.broadcast(h, summary)
+
+
+class CellBlock(nn.Module):
+    """Attention across all cells of a sample, then induced attention across samples for each coordinate.
+
+    Row attention carries one learned logit bias per head for same-side pairs and one for cross-side pairs:
+    coordinates stay anonymous (permutation invariance) and swapping X with Y changes nothing.
+    """
+
+    def __init__(self, cfg: NetworkConfig):
+        super().__init__()
+        self.row = MAB(cfg.width, cfg.heads)
+        self.side_bias = nn.Parameter(torch.zeros(2, cfg.heads))
+        self.column = ISAB(cfg.width, cfg.heads, cfg.inducing)
+
+    def forward(self, h: torch.Tensor, dx: int) -> torch.Tensor:  # (B, n, d, w)
+        bsz, n, d, w = h.shape
+        side = torch.arange(d, device=h.device) < dx
+        same = (side[:, None] == side[None, :]).long()  # (d, d): 1 same side, 0 cross
+        bias = self.side_bias[1 - same].permute(2, 0, 1).unsqueeze(0).to(h.dtype)  # (1, heads, d, d)
+        rows = h.reshape(bsz * n, d, w)
+        h = self.row(rows, rows, bias).reshape(bsz, n, d, w)
+        cols = h.transpose(1, 2).reshape(bsz * d, n, w)
+        return self.column(cols).reshape(bsz, d, n, w).transpose(1, 2)
+
+
+def gaussian_copula_mi(scores_x: torch.Tensor, scores_y: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Batched Gaussian plug-in MI of Gaussian scores: ½ (log det Cxx + log det Cyy − log det C)."""
+    z = torch.cat([scores_x, scores_y], dim=-1).double()
+    z = z - z.mean(-2, keepdim=True)
+    cov = z.transpose(-1, -2) @ z / z.shape[-2]
+    std = cov.diagonal(dim1=-2, dim2=-1).clamp_min(1e-12).sqrt()
+    corr = cov / (std[..., :, None] * std[..., None, :])
+    corr = corr + ridge * torch.eye(corr.shape[-1], dtype=corr.dtype, device=corr.device)
+    dx = scores_x.shape[-1]
+    ld = torch.logdet(corr[..., :dx, :dx]) + torch.logdet(corr[..., dx:, dx:]) - torch.logdet(corr)
+    return (0.5 * ld).clamp_min(0.0).to(scores_x.dtype)
+
+
+class MISTNetwork(nn.Module):
+    """Reads ``(x: (B, n, dx), y: (B, n, dy))`` and returns non-crossing, non-negative MI quantiles ``(B, Q)``."""
+
+    def __init__(self, cfg: NetworkConfig = NetworkConfig()):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.register_buffer("taus", torch.tensor(cfg.quantiles, dtype=torch.float32))
+        self.embed = nn.Sequential(nn.Linear(3, w), nn.GELU(), nn.Linear(w, w))
+        self.blocks = nn.ModuleList(CellBlock(cfg) for _ in range(cfg.blocks))
+        self.sample_sum = nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
+        self.sample_prod = nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
+        self.samples = ISAB(w, cfg.heads, cfg.inducing)
+        self.pool = MAB(w, cfg.heads)
+        self.pool_seed = nn.Parameter(torch.randn(1, 1, w) / math.sqrt(w))
+        n_stats = 5
+        self.head = nn.Sequential(nn.Linear(w + n_stats, 2 * w), nn.GELU(), nn.Linear(2 * w, len(cfg.quantiles)))
+
+    def _embed(self, s: torch.Tensor) -> torch.Tensor:
+        s = s.unsqueeze(-1)
+        return self.embed(torch.cat([s, s * s - 1.0, s.abs()], dim=-1))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, soft: bool = False) -> torch.Tensor:
+        rank = soft_gaussian_scores if soft else gaussian_scores
+        with torch.autocast(x.device.type, enabled=False):  # ranks and log-dets need full precision
+            sx, sy = rank(x.float()), rank(y.float())
+            gc = gaussian_copula_mi(sx, sy)
+        return self.forward_scores(sx, sy, gc)
+
+    def forward_scores(self, sx: torch.Tensor, sy: torch.Tensor, gc: torch.Tensor) -> torch.Tensor:
+        n, dx, dy = sx.shape[1], sx.shape[2], sy.shape[2]
+        h = self._embed(torch.cat([sx, sy], dim=2))
+        for block in self.blocks:
+            h = block(h, dx)
+        px, py = h[:, :, :dx].mean(2), h[:, :, dx:].mean(2)  # (B, n, w) per side
+        tokens = self.sample_sum(px) + self.sample_sum(py) + self.sample_prod(px * py)
+        tokens = self.samples(tokens)
+        pooled = self.pool(self.pool_seed.expand(tokens.shape[0], -1, -1), tokens).squeeze(1).float()
+        stats = torch.stack(
+            [
+                torch.full_like(gc, math.log(n) / 5.0),
+                torch.full_like(gc, math.log(min(dx, dy))),
+                torch.full_like(gc, math.log(max(dx, dy))),
+                torch.log1p(gc),
+                gc / 5.0,
+            ],
+            dim=-1,
+        )
+        raw = self.head(torch.cat([pooled, stats], dim=-1)).float()
+        mid = len(self.cfg.quantiles) // 2
+        # Monotone by construction: the median is a softplus, other quantiles step away by softplus gaps;
+        # the lower ones are clamped at 0 (the clamp keeps them ordered).
+        median = F.softplus(raw[:, mid] + gc)
+        up = median[:, None] + torch.cumsum(F.softplus(raw[:, mid + 1 :]), dim=1)
+        down = median[:, None] - torch.cumsum(F.softplus(raw[:, :mid].flip(1)), dim=1)
+        return torch.cat([down.flip(1).clamp_min(0.0), median[:, None], up], dim=1)

@@ -1,0 +1,41 @@
+"""Per-coordinate rank → Gaussian-score preprocessing, hard (exact invariances) and soft (differentiable).
+
+Both act on batched tensors ``(B, n, d)`` and normalize each coordinate over the n samples. Hard ranks use
+average ranks for ties, so the result does not depend on the order of the samples; any strictly increasing map
+of a coordinate leaves it unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _normal_quantile(u: torch.Tensor) -> torch.Tensor:
+    return math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)
+
+
+def gaussian_scores(z: torch.Tensor) -> torch.Tensor:
+    """Φ⁻¹(average rank / (n + 1)) per coordinate; ties share their average rank; constant columns map to 0."""
+    n = z.shape[-2]
+    cols = z.transpose(-1, -2).contiguous()  # (B, d, n)
+    srt = cols.sort(dim=-1).values
+    left = torch.searchsorted(srt, cols, side="left")
+    right = torch.searchsorted(srt, cols, side="right")
+    ranks = (left + right + 1).to(z.dtype) / 2.0  # average 1-based rank
+    return _normal_quantile(ranks / (n + 1)).transpose(-1, -2)
+
+
+def soft_gaussian_scores(z: torch.Tensor, temperature: float = 0.1, chunk: int = 1024) -> torch.Tensor:
+    """Differentiable version: the rank is a sum of sigmoids of standardized pairwise differences.
+
+    O(n²·d) work, done in chunks of rows; converges to :func:`gaussian_scores` as ``temperature → 0``.
+    """
+    n = z.shape[-2]
+    std = (z - z.mean(-2, keepdim=True)) / (z.std(-2, keepdim=True) + 1e-8)
+    ranks = []
+    for start in range(0, n, chunk):
+        rows = std[..., start : start + chunk, None, :]  # (B, c, 1, d)
+        ranks.append(torch.sigmoid((rows - std[..., None, :, :]) / temperature).sum(-2) + 0.5)
+    return _normal_quantile(torch.cat(ranks, dim=-2) / (n + 1))

@@ -1,0 +1,218 @@
+"""Training: an explicit loop over bucketed batches drawn on the fly, pinball loss, resumable checkpoints.
+
+Runs on one process, or under ``torchrun`` with DistributedDataParallel (gloo on CPU, NCCL on GPU): every
+rank and every DataLoader worker draws its own disjoint task indices. Uses a GPU with bf16 autocast when
+one is present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm import tqdm
+
+import mist
+from metadata_gen.config import ConfigError, MetaConfig, load_config, read_config_file
+from metadata_gen.sampler import draw_shape, sample_task, task_rng
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.network import MISTNetwork, NetworkConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Strict):
+    width: int = Field(32, ge=8, le=512)
+    heads: int = Field(4, ge=1, le=16)
+    blocks: int = Field(2, ge=1, le=8)
+    inducing: int = Field(16, ge=1, le=128)
+
+
+class DataSection(_Strict):
+    meta_config: str = "configs/meta/default.toml"
+    cells_per_batch: int = Field(65536, ge=256, description="batch size B is chosen so that B·n·(dx+dy) ≈ this")
+    max_batch: int = Field(64, ge=1)
+    workers: int = Field(1, ge=0)
+    seed: int = Field(0, ge=0)
+
+
+class OptimSection(_Strict):
+    steps: int = Field(1000, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+
+
+class TrainConfig(_Strict):
+    name: str = "mist"
+    out_dir: str = "runs/default"
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(25, ge=1)
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    optim: OptimSection = OptimSection()
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    data = read_config_file(path)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid training config {path}: {fields}") from None
+
+
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
+    """Mean quantile (pinball) loss of predictions ``(B, Q)`` for targets ``(B,)`` at levels ``taus``."""
+    diff = target[:, None] - pred
+    return torch.maximum(taus * diff, (taus - 1) * diff).mean()
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless batches of same-shape tasks: one (n, dx, dy) per batch, so nothing is padded.
+
+    Batch ``j`` of stream ``s`` (a rank × worker pair) is deterministic; its tasks have indices
+    ``(j * streams + s) * max_batch + k``, disjoint across streams.
+    """
+
+    def __init__(self, meta: MetaConfig, cfg: DataSection, rank: int = 0, world_size: int = 1):
+        self.meta, self.cfg, self.rank, self.world_size = meta, cfg, rank, world_size
+        self.start_batch = 0
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        torch.set_num_threads(1)
+        streams, stream = self.world_size * workers, self.rank * workers + worker
+        j = self.start_batch // workers
+        while True:
+            base = (j * streams + stream) * self.cfg.max_batch
+            n, dx, dy = draw_shape(task_rng(self.cfg.seed + 7919, base), self.meta)
+            size = int(np.clip(self.cfg.cells_per_batch // (n * (dx + dy)), 1, self.cfg.max_batch))
+            tasks = [sample_task(self.meta, base + k, self.cfg.seed, shape=(n, dx, dy)) for k in range(size)]
+            yield {
+                "x": torch.from_numpy(np.stack([t.x for t in tasks])),
+                "y": torch.from_numpy(np.stack([t.y for t in tasks])),
+                "mi": torch.tensor([t.mi for t in tasks], dtype=torch.float32),
+            }
+            j += 1
+
+
+def _lr_at(step: int, cfg: OptimSection) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _setup_distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, progress: bool = True) -> Path:
+    """Train according to ``cfg``; returns the path of the final checkpoint (``out_dir/last.pt``)."""
+    rank, world, device = _setup_distributed()
+    meta = load_config(cfg.data.meta_config)
+    out = Path(cfg.out_dir)
+    last = out / "last.pt"
+    torch.manual_seed(cfg.data.seed)
+    net_cfg = NetworkConfig(**cfg.model.model_dump())
+    net = MISTNetwork(net_cfg).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    step, history = 0, []
+    if resume and last.exists():
+        ckpt = load_checkpoint(last, device)
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, history = ckpt["step"], list(ckpt.get("history", []))
+    elif init:
+        net.load_state_dict(load_checkpoint(init, device)["model"])
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+
+    stream = BatchStream(meta, cfg.data, rank, world)
+    stream.start_batch = step
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=cfg.data.workers,
+        prefetch_factor=4 if cfg.data.workers else None,
+        persistent_workers=False,
+    )
+    use_amp = device.type == "cuda"
+    bar = tqdm(total=cfg.optim.steps, initial=step, desc="train", disable=not progress or rank != 0)
+    started, seen, window = time.perf_counter(), 0, []
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
+    model.train()
+    for batch in loader:
+        if step >= cfg.optim.steps:
+            break
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg.optim)
+        x, y, mi = (batch[k].to(device, non_blocking=True) for k in ("x", "y", "mi"))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            pred = model(x, y)
+        loss = pinball_loss(pred.float(), mi, net.taus)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        step += 1
+        seen += len(mi) * world
+        window.append(loss.item())
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.optim.steps:
+            rate = seen / (time.perf_counter() - started)
+            record = {"step": step, "loss": float(np.mean(window)), "lr": _lr_at(step, cfg.optim),
+                      "datasets_per_s": rate, "elapsed_s": time.perf_counter() - started}  # fmt: skip
+            window = []
+            bar.set_postfix(loss=f"{record['loss']:.3f}", ds_s=f"{rate:.0f}")
+            if log:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                history.append(record)
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.optim.steps):
+            _save(last, net, opt, step, cfg, meta, history)
+    bar.close()
+    if log:
+        log.close()
+    if world > 1:
+        dist.barrier()
+    return last
+
+
+def _save(path: Path, net: MISTNetwork, opt, step: int, cfg: TrainConfig, meta: MetaConfig, history) -> None:
+    save_checkpoint(
+        path,
+        {
+            "version": f"{cfg.name}-{mist.__version__}-step{step}",
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "network": net.cfg.to_dict(),
+            "train_config": cfg.model_dump(mode="json"),
+            "meta_config": meta.model_dump(mode="json"),
+            "history": history,
+            "evaluation": {},
+        },
+    )

@@ -1,0 +1,75 @@
+"""The one validation layer for user arrays, shared by the Python API, the CLI and the server.
+
+Every failure raises :class:`InputError` naming the field and the problem; estimators downstream trust
+validated arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_N = 16
+MAX_N = 20_000
+MAX_DIM = 32
+
+
+class InputError(ValueError):
+    """Bad user input; ``field`` names what was wrong."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+@dataclass(frozen=True)
+class Limits:
+    min_n: int = MIN_N
+    max_n: int = MAX_N
+    max_dim: int = MAX_DIM
+
+
+def as_matrix(values, field: str) -> np.ndarray:
+    """A 2-D float64 array from a list, nested list or array; a 1-D input is one column."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InputError(field, "must be a numeric array with rows of equal length") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise InputError(field, f"must be 1-D or 2-D, got {arr.ndim}-D")
+    if arr.size == 0:
+        raise InputError(field, "is empty")
+    if not np.isfinite(arr).all():
+        raise InputError(field, "contains NaN or infinite values")
+    return arr
+
+
+def validate_pair(x, y, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes, finiteness and limits of a sample pair; returns float64 ``(n, dx)`` and ``(n, dy)``."""
+    x, y = as_matrix(x, "x"), as_matrix(y, "y")
+    if len(x) != len(y):
+        raise InputError("y", f"has {len(y)} rows but x has {len(x)}: x and y must have the same number of samples")
+    n = len(x)
+    if n < limits.min_n:
+        raise InputError("x", f"has {n} samples; at least {limits.min_n} are needed")
+    if n > limits.max_n:
+        raise InputError("x", f"has {n} samples; at most {limits.max_n} are supported")
+    for field, a in (("x", x), ("y", y)):
+        if a.shape[1] > limits.max_dim:
+            raise InputError(field, f"has {a.shape[1]} dimensions; at most {limits.max_dim} are supported")
+    return x, y
+
+
+def validate_quantiles(quantiles: Sequence[float], low: float, high: float) -> tuple[float, ...]:
+    """Quantile levels must lie in the network's grid range [low, high] (interpolated between grid points)."""
+    qs = tuple(float(q) for q in quantiles)
+    if not qs:
+        raise InputError("quantiles", "must not be empty")
+    for q in qs:
+        if not low <= q <= high:
+            raise InputError("quantiles", f"{q} is outside the supported range [{low}, {high}]")
+    return qs

@@ -1,0 +1,179 @@
+"""Network invariances, shapes and limits, quantile shape, gradient path, baselines, training and checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metadata_gen.config import load_config
+from metadata_gen.sampler import sample_task
+from model import baselines
+from model.checkpoint import export_for_serving, load_checkpoint, network_from_checkpoint
+from model.estimator import Estimator
+from model.network import MISTNetwork, NetworkConfig
+from model.preprocess import gaussian_scores, soft_gaussian_scores
+from model.train import load_train_config, pinball_loss, train
+from model.validation import InputError
+from tests.conftest import ROOT
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def net() -> MISTNetwork:
+    torch.manual_seed(0)
+    return MISTNetwork(NetworkConfig(width=16, heads=2, blocks=1, inducing=4)).eval()
+
+
+def _xy(n=64, dx=3, dy=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, n, dx, generator=g)
+    y = x[..., :1].repeat(1, 1, dy) * 0.7 + torch.randn(2, n, dy, generator=g)
+    return x, y
+
+
+@torch.no_grad()
+def test_invariances(net):
+    x, y = _xy()
+    q = net(x, y)
+    perm = torch.randperm(x.shape[1])
+    assert torch.allclose(net(x[:, perm], y[:, perm]), q, atol=TOL)  # sample order
+    assert torch.allclose(net(x[..., [2, 0, 1]], y[..., [1, 0]]), q, atol=TOL)  # coordinate order
+    mono = x.clone()
+    mono[..., 1] = torch.exp(3 * mono[..., 1]) - 5  # strictly increasing map of one coordinate
+    assert torch.allclose(net(mono, y), q, atol=TOL)
+    assert torch.allclose(net(y, x), q, atol=TOL)  # swap X and Y
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("n", "dx", "dy"), [(16, 1, 1), (100, 1, 32), (300, 32, 5)])
+def test_any_shape_and_monotone_nonnegative_quantiles(net, n, dx, dy):
+    x, y = _xy(n, dx, dy)
+    q = net(x, y)
+    assert q.shape == (2, len(net.cfg.quantiles))
+    assert torch.isfinite(q).all() and (q >= 0).all() and (q.diff(dim=1) >= 0).all()
+
+
+def test_ties_and_constant_columns_are_defined():
+    z = torch.tensor([[[1.0, 5.0], [1.0, 5.0], [2.0, 5.0], [0.0, 5.0]]])
+    s = gaussian_scores(z)
+    assert s[0, 0, 0] == s[0, 1, 0]  # ties share a score
+    assert torch.all(s[..., 1] == 0)  # a constant column carries nothing
+
+
+def test_soft_path_has_finite_gradients_and_approximates_ranks(net):
+    x, y = _xy(n=50)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    net(x, y, soft=True)[:, 10].sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0 and torch.isfinite(y.grad).all()
+    hard, soft = gaussian_scores(x.detach()), soft_gaussian_scores(x.detach(), temperature=0.01)
+    assert (hard - soft).abs().mean() < 0.05
+
+
+def test_baselines_on_gaussian_with_known_mi():
+    rng = np.random.default_rng(0)
+    rho = 0.8
+    x = rng.standard_normal((4000, 1))
+    y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((4000, 1))
+    truth = -0.5 * np.log(1 - rho**2)
+    assert baselines.gaussian(x, y) == pytest.approx(truth, abs=0.03)
+    assert baselines.gaussian_copula(np.exp(x), y**3) == pytest.approx(truth, abs=0.04)
+    assert baselines.ksg(x, y) == pytest.approx(truth, abs=0.05)
+    ind = rng.standard_normal((4000, 2))
+    assert baselines.ksg(ind[:, :1], ind[:, 1:]) < 0.03
+
+
+def _tiny_config(tmp_path: Path, steps: int):
+    cfg = load_train_config(ROOT / "configs/train/tiny.toml")
+    data = cfg.data.model_copy(update={"meta_config": str(ROOT / "configs/meta/default.toml")})
+    return cfg.model_copy(
+        update={
+            "out_dir": str(tmp_path),
+            "data": data,
+            "optim": cfg.optim.model_copy(update={"steps": steps}),
+            "checkpoint_every": 25,
+            "log_every": 5,
+        }
+    )
+
+
+def test_training_lowers_loss_saves_resumes_and_loads(tmp_path: Path):
+    cfg = _tiny_config(tmp_path, 50)
+    torch.manual_seed(cfg.data.seed)  # the trainer seeds the same way, so this is its initial network
+    initial = MISTNetwork(NetworkConfig(**cfg.model.model_dump())).eval()
+    meta = load_config(cfg.data.meta_config)
+    held = [sample_task(meta, 10**9 + i, shape=(64, 2, 2)) for i in range(64)]  # fixed, unseen tasks
+    x = torch.from_numpy(np.stack([t.x for t in held]))
+    y = torch.from_numpy(np.stack([t.y for t in held]))
+    mi = torch.tensor([t.mi for t in held], dtype=torch.float32)
+    last = train(cfg, progress=False)
+    ckpt = load_checkpoint(last)
+    trained = network_from_checkpoint(ckpt)
+    with torch.no_grad():
+        before = pinball_loss(initial(x, y), mi, initial.taus).item()
+        after = pinball_loss(trained(x, y), mi, trained.taus).item()
+    assert ckpt["step"] == 50 and after < 0.97 * before  # deterministic: fixed init, data and held-out tasks
+
+    # resume continues from the saved step to the new total
+    longer = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"steps": 60})})
+    assert load_checkpoint(train(longer, resume=True, progress=False))["step"] == 60
+
+    # exported checkpoint: no optimizer, identical outputs after load
+    ckpt = load_checkpoint(last)
+    export_for_serving(last, tmp_path / "ship.pt", evaluation={"note": "test"})
+    shipped = load_checkpoint(tmp_path / "ship.pt")
+    assert "optimizer" not in shipped and shipped["evaluation"] == {"note": "test"}
+    x, y = _xy()
+    with torch.no_grad():
+        assert torch.equal(network_from_checkpoint(ckpt)(x, y), network_from_checkpoint(shipped)(x, y))
+
+
+def test_checkpoint_load_refuses_code(tmp_path: Path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format_version": 1, "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match=r"(?i)weights_only|unsupported|global"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Estimator:
+    return Estimator.load()
+
+
+def test_shipped_checkpoint_gives_sane_estimate(shipped):
+    rng = np.random.default_rng(1)
+    rho = 0.7
+    x = rng.standard_normal((1000, 2))
+    y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((1000, 2))
+    truth = -np.log(1 - rho**2)  # two independent pairs
+    est = shipped.estimate(x, y)
+    lo, hi = est.interval_90
+    assert lo <= truth <= hi
+    assert est.n == 1000 and est.dx == 2 and est.dy == 2 and est.version
+    assert shipped.estimate(x, y, method="ksg").median == pytest.approx(truth, abs=0.15)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "kwargs", "field"),
+    [
+        (np.zeros((20, 2)), np.zeros((21, 1)), {}, "y"),
+        (np.zeros((5, 1)), np.zeros((5, 1)), {}, "x"),
+        (np.full((20, 1), np.nan), np.zeros((20, 1)), {}, "x"),
+        (np.zeros((20, 40)), np.zeros((20, 1)), {}, "x"),
+        ([[1, 2], [3]], np.zeros((2, 1)), {}, "x"),
+        (np.zeros((20, 1)), np.zeros((20, 1)), {"quantiles": [1.5]}, "quantiles"),
+        (np.zeros((20, 1)), np.zeros((20, 1)), {"method": "magic"}, "method"),
+        (np.zeros((0, 1)), np.zeros((0, 1)), {}, "x"),
+    ],
+)
+def test_bad_input_names_the_field(shipped, x, y, kwargs, field):
+    with pytest.raises(InputError) as info:
+        shipped.estimate(x, y, **kwargs)
+    assert info.value.field == field

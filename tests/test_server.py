@@ -1,0 +1,133 @@
+"""HTTP API: answers, bad input as problem+json, health, metrics, and one real uvicorn request."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.settings import Settings
+from tests.conftest import ROOT
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((200, 2))
+Y = 0.8 * X + 0.6 * RNG.standard_normal((200, 2))
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(Settings(max_body_bytes=2_000_000))) as c:
+        yield c
+
+
+def test_estimate_answers_with_interval(client):
+    r = client.post("/estimate", json={"x": X.tolist(), "y": Y.tolist(), "quantiles": [0.1, 0.5, 0.9]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["n"] == 200 and body["dx"] == 2 and body["method"] == "mist"
+    lo, hi = body["interval_90"]
+    assert lo <= body["mi_nats"] <= hi and set(body["quantiles"]) == {"0.1", "0.5", "0.9"}
+    assert body["mi_bits"] == pytest.approx(body["mi_nats"] / np.log(2))
+
+
+@pytest.mark.parametrize("method", ["ksg", "gaussian", "gaussian_copula"])
+def test_baseline_methods(client, method):
+    r = client.post("/estimate", json={"x": X[:, 0].tolist(), "y": Y[:, 0].tolist(), "method": method})
+    assert r.status_code == 200 and r.json()["method"] == method and r.json()["interval_90"] is None
+
+
+def test_batch_items_fail_on_their_own(client):
+    items = [
+        {"x": X.tolist(), "y": Y.tolist()},
+        {"x": [[1.0]] * 5, "y": [[2.0]] * 5},
+        {"x": X.tolist(), "y": Y.tolist()},
+    ]
+    r = client.post("/estimate/batch", json={"items": items})
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert [x["ok"] for x in res] == [True, False, True] and res[1]["error"]["field"] == "x"
+
+
+def test_npz_upload(client):
+    buf = io.BytesIO()
+    np.savez(buf, x=X, y=Y)
+    r = client.post("/estimate/npz", content=buf.getvalue(), headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 200 and r.json()["n"] == 200
+
+
+BAD = [
+    ({"x": X.tolist(), "y": Y[:100].tolist()}, "y"),
+    ({"x": X[:5].tolist(), "y": Y[:5].tolist()}, "x"),
+    ({"x": np.zeros((20, 40)).tolist(), "y": np.zeros((20, 1)).tolist()}, "x"),
+    ({"x": [[1.0, 2.0], [3.0]] * 10, "y": [[1.0]] * 20}, "x"),
+    ({"x": [["a"]] * 20, "y": [[1.0]] * 20}, "x"),
+    ({"x": [], "y": []}, "x"),
+    ({"x": X.tolist(), "y": Y.tolist(), "quantiles": [0.0, 1.2]}, "quantiles"),
+    ({"x": X.tolist(), "y": Y.tolist(), "method": "magic"}, "method"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD)
+def test_bad_input_is_problem_json_naming_field(client, body, field):
+    r = client.post("/estimate", json=body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["field"].startswith(field)
+
+
+def test_nan_size_and_content_type(client):
+    text = json.dumps({"x": [[float("nan")]] * 20, "y": [[1.0]] * 20})  # Python writes NaN tokens
+    r = client.post("/estimate", content=text, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "x"
+    big = json.dumps({"x": [[0.5] * 10] * 60_000, "y": [[0.5]] * 60_000})
+    r = client.post("/estimate", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.headers["content-type"].startswith("application/problem+json")
+    r = client.post("/estimate", content="x=1", headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+
+
+def test_health_model_metrics(client):
+    for path in ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready"):
+        assert client.get(path).status_code == 200
+    info = client.get("/v1/model").json()
+    assert info["version"] and info["limits"]["max_dim"] == 32
+    metrics = client.get("/metrics").text
+    assert "mist_requests_total" in metrics and "mist_request_seconds_bucket" in metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_uvicorn_request():
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mist.cli", "serve", "--port", str(port)], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if urllib.request.urlopen(f"{url}/health/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        body = json.dumps({"x": X.tolist(), "y": Y.tolist()}).encode()
+        req = urllib.request.Request(f"{url}/estimate", body, {"content-type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
+        assert answer["n"] == 200 and answer["mi_nats"] >= 0
+    finally:
+        proc.terminate()
+        proc.wait(10)

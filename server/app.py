@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from model.estimator import Estimate, Estimator
-from model.validation import InputError
+from model.validation import InputError, validate_pair
 from server import errors
 from server.schemas import BatchRequest, BatchResponse, BatchResult, EstimateRequest, EstimateResponse
 from server.settings import Settings
@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None, estimator: Estimator | None = N
         good: list[int] = []
         for i, item in enumerate(req.items):  # validate each on its own, then one pass for the good ones
             try:
-                est.estimate_batch([(item.x, item.y)], req.quantiles, "gaussian")
+                validate_pair(item.x, item.y, est.limits)
                 good.append(i)
             except InputError as err:
                 results[i] = BatchResult(ok=False, error=errors.input_error_problem(err))

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds the image, starts it, waits for /health/ready, POSTs a real /estimate on a Gaussian sample with known
+# MI, checks the answer, and removes the container. Uses docker if its engine runs, else podman.
+#   scripts/container_smoke.sh                      # docker (or podman) with the Dockerfile's defaults
+#   PORT=8765 ENGINE=podman scripts/container_smoke.sh
+# Extra flags: BUILD_FLAGS / RUN_FLAGS. On the podman-only dev machines (see ../shared/container/README.md):
+#   LOCAL_PODMAN=1 scripts/container_smoke.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -z "${ENGINE:-}" ]]; then  # a docker CLI without a running engine does not count
+  if [[ "${LOCAL_PODMAN:-0}" != 1 ]] && docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=podman; fi
+fi
+IMAGE=${IMAGE:-mist-server:smoke}
+NAME=${NAME:-mist-smoke-$$}
+PORT=${PORT:-8765}
+BUILD_FLAGS=${BUILD_FLAGS:-}
+RUN_FLAGS=${RUN_FLAGS:-}
+if [[ "${LOCAL_PODMAN:-0}" == 1 ]]; then
+  common="--runtime runc --network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
+  BUILD_FLAGS="--format docker $BUILD_FLAGS"  # keep HEALTHCHECK (the OCI format drops it)
+  BUILD_FLAGS="$common -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro
+    -v /opt/wheels:/opt/wheels:ro --build-arg BASE_IMAGE=localhost/python:3.11-bookworm-local
+    --build-arg TORCH_INDEX_URL= --build-arg PIP_FIND_LINKS=/opt/wheels $BUILD_FLAGS"
+  RUN_FLAGS="$common -e MIST_PORT=$PORT $RUN_FLAGS"
+else
+  RUN_FLAGS="-p 127.0.0.1:$PORT:8000 $RUN_FLAGS"
+fi
+
+echo "== build ($ENGINE)"
+start=$(date +%s)
+# shellcheck disable=SC2086
+$ENGINE build $BUILD_FLAGS -t "$IMAGE" .
+echo "built $IMAGE in $(( $(date +%s) - start )) s; size: $($ENGINE image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
+
+cleanup() { $ENGINE rm -f "$NAME" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+echo "== run"
+# shellcheck disable=SC2086
+$ENGINE run -d --name "$NAME" $RUN_FLAGS "$IMAGE" >/dev/null
+echo "user in container: $($ENGINE exec "$NAME" id -un)"
+
+url="http://127.0.0.1:$PORT"
+for _ in $(seq 1 60); do
+  if python3 -c "import urllib.request; urllib.request.urlopen('$url/health/ready', timeout=2)" 2>/dev/null; then
+    break
+  fi
+  sleep 1
+done
+python3 -c "import urllib.request; print('ready:', urllib.request.urlopen('$url/health/ready', timeout=2).read().decode())"
+
+echo "== POST /estimate"
+python3 - "$url" <<'PY'
+import json, sys, urllib.request
+import numpy as np
+
+rho, n = 0.8, 2000
+rng = np.random.default_rng(0)
+x = rng.standard_normal((n, 1))
+y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((n, 1))
+truth = -0.5 * np.log(1 - rho**2)
+body = json.dumps({"x": x.tolist(), "y": y.tolist()}).encode()
+req = urllib.request.Request(sys.argv[1] + "/estimate", body, {"Content-Type": "application/json"})
+answer = json.load(urllib.request.urlopen(req, timeout=60))
+print(json.dumps({k: answer[k] for k in ("mi_nats", "interval_90", "n", "dx", "dy", "checkpoint_version")}, indent=1))
+lo, hi = answer["interval_90"]
+assert lo <= truth <= hi, f"true MI {truth:.3f} outside the 90% interval [{lo:.3f}, {hi:.3f}]"
+assert abs(answer["mi_nats"] - truth) < 0.25, f"estimate {answer['mi_nats']:.3f} far from true MI {truth:.3f}"
+print(f"OK: true MI {truth:.3f} nats, estimate {answer['mi_nats']:.3f}, 90% interval [{lo:.3f}, {hi:.3f}]")
+PY
+echo "== health status: $($ENGINE inspect "$NAME" --format '{{.State.Health.Status}}' 2>/dev/null || echo n/a)"

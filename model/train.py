@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import mist
@@ -93,7 +94,6 @@ class BatchStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        torch.set_num_threads(1)
         streams, stream = self.world_size * workers, self.rank * workers + worker
         j = self.start_batch // workers
         while True:
@@ -107,6 +107,12 @@ class BatchStream(torch.utils.data.IterableDataset):
                 "mi": torch.tensor([t.mi for t in tasks], dtype=torch.float32),
             }
             j += 1
+
+
+def _limit_worker_threads(_worker_id: int) -> None:
+    """One BLAS/OpenMP thread per DataLoader worker: W workers × all-core BLAS pools oversubscribe the CPU."""
+    torch.set_num_threads(1)
+    threadpool_limits(1)
 
 
 def _lr_at(step: int, cfg: OptimSection) -> float:
@@ -130,6 +136,13 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
 
 def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, progress: bool = True) -> Path:
     """Train according to ``cfg``; returns the path of the final checkpoint (``out_dir/last.pt``)."""
+    return fit(cfg, resume, init, progress)[1]
+
+
+def fit(
+    cfg: TrainConfig, resume: bool = False, init: str | None = None, progress: bool = True
+) -> tuple[MISTNetwork, Path]:
+    """:func:`train`, also returning this rank's trained network (under DDP, every rank has its own copy)."""
     rank, world, device = _setup_distributed()
     meta = load_config(cfg.data.meta_config)
     out = Path(cfg.out_dir)
@@ -156,6 +169,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, progr
         num_workers=cfg.data.workers,
         prefetch_factor=4 if cfg.data.workers else None,
         persistent_workers=False,
+        worker_init_fn=_limit_worker_threads,
     )
     use_amp = device.type == "cuda"
     bar = tqdm(total=cfg.optim.steps, initial=step, desc="train", disable=not progress or rank != 0)
@@ -198,7 +212,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | None = None, progr
         log.close()
     if world > 1:
         dist.barrier()
-    return last
+    return net, last
 
 
 def _save(path: Path, net: MISTNetwork, opt, step: int, cfg: TrainConfig, meta: MetaConfig, history) -> None:

@@ -7,7 +7,16 @@ import pytest
 
 from metadata_gen.config import COORDINATEWISE_KINDS, FLOW_KINDS, FlowSpec, TransformsConfig
 from metadata_gen.sampler import build_reshaping
-from metadata_gen.transforms import Chain, Coordinatewise, Linear, Monotone1D, RandomFlow, Spiral, Standardize
+from metadata_gen.transforms import (
+    Chain,
+    Coordinatewise,
+    Linear,
+    Monotone1D,
+    RandomFlow,
+    Spiral,
+    Standardize,
+    _quartiles,
+)
 
 
 def _sample(d: int, n: int = 2000, seed: int = 0) -> np.ndarray:
@@ -86,3 +95,9 @@ def test_build_reshaping_is_fixed_by_pilot_not_by_task_data():
     both = chain.forward(np.vstack([a, b]))
     np.testing.assert_allclose(both[:100], chain.forward(a), atol=1e-5)
     np.testing.assert_allclose(chain.inverse(both), np.vstack([a, b]), atol=2e-3)
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 256, 1001])
+def test_quartiles_match_numpy_percentile(n):
+    z = np.random.default_rng(n).standard_normal((n, 5))
+    np.testing.assert_allclose(_quartiles(z), np.percentile(z, [25, 50, 75], axis=0), rtol=0, atol=1e-12)

@@ -59,15 +59,31 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from model.estimator import Estimator
-    from model.evaluate import SUITES, evaluate, markdown_table, write_reports
+    from model.checkpoint import export_for_serving
+    from model.estimator import Estimator, default_checkpoint_path
+    from model.evaluate import (
+        SUITES,
+        checkpoint_summary,
+        evaluate,
+        markdown_table,
+        quality_checks,
+        quality_table,
+        write_reports,
+    )
 
     est = Estimator.load(args.checkpoint)
     suites = list(SUITES) if args.suite == "all" else [args.suite]
     reports = [evaluate(est, s, args.tasks_per_bucket, progress=not args.quiet) for s in suites]
+    checks = quality_checks(est, args.check_tasks, progress=not args.quiet) if args.check_tasks else None
     for r in reports:
         print(markdown_table(r), end="\n\n")
-    print(f"reports: {write_reports(reports, args.out)}")
+    if checks:
+        print(quality_table(checks), end="\n\n")
+    print(f"reports: {write_reports(reports, args.out, checks)}")
+    if args.ship:
+        source = args.checkpoint or default_checkpoint_path()
+        export_for_serving(source, args.ship, evaluation=checkpoint_summary(reports, checks))
+        print(f"shipped (no optimizer state, evaluation inside): {args.ship}")
     return 0
 
 
@@ -151,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
     e.add_argument("--suite", choices=["held-in", "held-out", "all"], default="all")
     e.add_argument("--tasks-per-bucket", type=int, default=30)
+    e.add_argument("--check-tasks", type=int, default=40, help="tasks per quality check (0: skip the checks)")
     e.add_argument("--out", default="runs/evaluation")
+    e.add_argument("--ship", default=None, help="also export the checkpoint here with this evaluation inside")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(handler=_evaluate)
 

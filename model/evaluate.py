@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from metadata_gen.config import MetaConfig, load_config
+from metadata_gen.config import MetaConfig, load_config, parse_config, read_config_file
 from metadata_gen.sampler import Task, sample_task, task_rng
 from model import baselines
 from model.estimator import Estimator
@@ -83,10 +83,12 @@ def evaluate(estimator: Estimator, suite: str, tasks_per_bucket: int = 30, progr
         groups["by_bucket"][_bucket(r["n"])].append(r)
         groups["by_family"][r["family"]].append(r)
     frac_below = np.mean(below, axis=0)
+    precise = [r for r in rows if r["n"] >= 1000 and r["mi"] <= 3.0]
     return {
         "suite": suite,
         "version": estimator.version,
         "overall": _summarize(rows),
+        "n>=1000, MI<=3": _summarize(precise) if precise else None,
         "by_bucket": {k: _summarize(v) for k, v in sorted(groups["by_bucket"].items())},
         "by_family": {k: _summarize(v) for k, v in sorted(groups["by_family"].items())},
         "calibration": {
@@ -101,6 +103,8 @@ def markdown_table(report: dict) -> str:
     head = "| group | tasks | MAE | bias | RMSE | cov50 | cov90 | width90 | MAE KSG | MAE GC |\n" + "|---" * 10 + "|"
     lines = [f"### {report['suite']} ({report['version']})", "", head]
     groups = [("all", report["overall"])]
+    if report.get("n>=1000, MI<=3"):
+        groups.append(("n ≥ 1000, MI ≤ 3", report["n>=1000, MI<=3"]))
     groups += [(f"n {k}", v) for k, v in report["by_bucket"].items()]
     groups += list(report["by_family"].items())
     for name, s in groups:
@@ -112,11 +116,90 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_reports(reports: list[dict], out_dir: str | Path) -> Path:
+def _variant(suite: str, **changes) -> MetaConfig:
+    return parse_config({**read_config_file(SUITES[suite]), **changes}, f"{suite} variant")
+
+
+def quality_checks(estimator: Estimator, tasks: int = 40, progress: bool = True) -> dict:
+    """Two checks of the checkpoint's quality bar, on held-out transforms with new seeds:
+
+    - independence: X, Y independent (MI = 0) at n = 1000: median estimates and how often the 90 % interval
+      holds 0;
+    - high MI: true MI in [4, 8] nats at n = 5000: relative error of the median, and of KSG and the
+      Gaussian copula on the same arrays.
+    """
+    seed = SUITE_SEED_OFFSET + 7
+    indep = _variant("held-out", families={"independent": {}})
+    medians, holds_zero = [], []
+    for k in tqdm(range(tasks), desc="independence", disable=not progress):
+        rng = task_rng(seed, k)
+        shape = (1000, int(rng.integers(1, 17)), int(rng.integers(1, 17)))
+        t = sample_task(indep, k, seed, shape=shape)
+        e = estimator.estimate(t.x, t.y)
+        medians.append(e.median)
+        holds_zero.append(e.interval_90[0] <= 0.0)
+    high = _variant("held-out", mi_prior={"max_nats": 8.0, "log_uniform_fraction": 0.0})
+    rel = {"mist": [], "ksg": [], "gaussian_copula": []}
+    k = 0
+    bar = tqdm(total=tasks, desc="high MI", disable=not progress)
+    while len(rel["mist"]) < tasks and k < 20 * tasks:
+        rng = task_rng(seed + 1, k)
+        shape = (5000, int(rng.integers(1, 17)), int(rng.integers(1, 17)))
+        t = sample_task(high, k, seed + 1, shape=shape)
+        k += 1
+        if not 4.0 <= t.mi <= 8.0:
+            continue
+        rel["mist"].append(abs(estimator.estimate(t.x, t.y).median - t.mi) / t.mi)
+        for name in ("ksg", "gaussian_copula"):
+            rel[name].append(abs(baselines.BASELINES[name](t.x, t.y) - t.mi) / t.mi)
+        bar.update(1)
+    bar.close()
+    return {
+        "independence_n1000": {
+            "tasks": tasks,
+            "median_of_medians": float(np.median(medians)),
+            "mean_median": float(np.mean(medians)),
+            "fraction_median_le_0.03": float(np.mean(np.array(medians) <= 0.03)),
+            "coverage_of_zero_90": float(np.mean(holds_zero)),
+        },
+        "high_mi_n5000": {
+            "tasks": len(rel["mist"]),
+            **{f"median_rel_error_{name}": float(np.median(v)) for name, v in rel.items()},
+            **{f"mean_rel_error_{name}": float(np.mean(v)) for name, v in rel.items()},
+        },
+    }
+
+
+def quality_table(checks: dict) -> str:
+    ind, high = checks["independence_n1000"], checks["high_mi_n5000"]
+    return "\n".join(
+        [
+            "### quality checks (held-out transforms)",
+            "",
+            f"independent X, Y at n = 1000 ({ind['tasks']} tasks): median estimate {ind['median_of_medians']:.3f} "
+            f"(mean {ind['mean_median']:.3f}; ≤ 0.03 in {ind['fraction_median_le_0.03']:.0%}); "
+            f"90 % interval holds 0 in {ind['coverage_of_zero_90']:.0%}",
+            "",
+            f"true MI 4–8 nats at n = 5000 ({high['tasks']} tasks), median relative error: "
+            f"MIST {high['median_rel_error_mist']:.1%}, KSG {high['median_rel_error_ksg']:.1%}, "
+            f"Gaussian copula {high['median_rel_error_gaussian_copula']:.1%}",
+        ]
+    )
+
+
+def checkpoint_summary(reports: list[dict], checks: dict | None) -> dict:
+    """The part of an evaluation stored inside a shipped checkpoint (and served by ``GET /v1/model``)."""
+    keep = ("overall", "n>=1000, MI<=3", "by_bucket", "by_family")
+    suites = {r["suite"]: {k: r[k] for k in keep} | {"calibration_error": r["calibration"]["error"]} for r in reports}
+    return {"suites": suites, "quality_checks": checks, "tasks_per_bucket": reports[0]["overall"]["tasks"] // 3}
+
+
+def write_reports(reports: list[dict], out_dir: str | Path, checks: dict | None = None) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(reports, indent=1))
-    (out / "evaluation.md").write_text("\n\n".join(markdown_table(r) for r in reports) + "\n")
+    (out / "evaluation.json").write_text(json.dumps({"suites": reports, "quality_checks": checks}, indent=1))
+    tables = [markdown_table(r) for r in reports] + ([quality_table(checks)] if checks else [])
+    (out / "evaluation.md").write_text("\n\n".join(tables) + "\n")
     _plot(reports, out)
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,22 @@ def test_bad_input_names_the_field(shipped, x, y, kwargs, field):
     with pytest.raises(InputError) as info:
         shipped.estimate(x, y, **kwargs)
     assert info.value.field == field
+
+
+def test_evaluate_cli_writes_reports_and_ships_the_evaluation(tmp_path: Path, capsys):
+    from mist.cli import main
+
+    ship = tmp_path / "ship.pt"
+    argv = ["evaluate", "--tasks-per-bucket", "1", "--check-tasks", "2", "--out", str(tmp_path), "--quiet",
+            "--ship", str(ship)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "MAE KSG" in printed and "independent X, Y at n = 1000" in printed
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert [s["suite"] for s in report["suites"]] == ["held-in", "held-out"]
+    assert all(s["overall"]["tasks"] == 3 for s in report["suites"])
+    assert report["quality_checks"]["high_mi_n5000"]["tasks"] == 2
+    assert (tmp_path / "evaluation.md").is_file() and (tmp_path / "evaluation.png").is_file()
+    shipped = load_checkpoint(ship)
+    assert set(shipped["evaluation"]["suites"]) == {"held-in", "held-out"}
+    assert "optimizer" not in shipped

@@ -27,6 +27,9 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "mist
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 METHODS = ("mist", "ksg", "gaussian", "gaussian_copula")
 LN2 = float(np.log(2.0))
+# Same-shape datasets share a forward pass up to this many cells (n · (dx + dy) summed): larger passes are
+# memory-bound on CPU (128 × 500 × 10 cells in one pass ran at 20 datasets/s vs 30/s one at a time).
+CELLS_PER_PASS = 2**16
 
 
 @dataclass
@@ -77,10 +80,14 @@ class Estimator:
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
             groups[(x.shape, y.shape)].append(i)
-        for idx in groups.values():
-            x = torch.from_numpy(np.stack([xs[i] for i in idx]).astype(np.float32))
-            y = torch.from_numpy(np.stack([ys[i] for i in idx]).astype(np.float32))
-            out[idx] = self.network(x, y).double().numpy()
+        for same_shape in groups.values():
+            n, d = xs[same_shape[0]].shape[0], xs[same_shape[0]].shape[1] + ys[same_shape[0]].shape[1]
+            per_pass = max(1, CELLS_PER_PASS // (n * d))
+            for start in range(0, len(same_shape), per_pass):
+                idx = same_shape[start : start + per_pass]
+                x = torch.from_numpy(np.stack([xs[i] for i in idx]).astype(np.float32))
+                y = torch.from_numpy(np.stack([ys[i] for i in idx]).astype(np.float32))
+                out[idx] = self.network(x, y).double().numpy()
         return out
 
     def _answer(self, grid_q: np.ndarray, quantiles: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> Estimate:

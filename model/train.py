@@ -151,14 +151,16 @@ def fit(
     net_cfg = NetworkConfig(**cfg.model.model_dump())
     net = MISTNetwork(net_cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    step, history = 0, []
+    step, history, init_from = 0, [], None
     if resume and last.exists():
         ckpt = load_checkpoint(last, device)
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        step, history = ckpt["step"], list(ckpt.get("history", []))
+        step, history, init_from = ckpt["step"], list(ckpt.get("history", [])), ckpt.get("init_from")
     elif init:
-        net.load_state_dict(load_checkpoint(init, device)["model"])
+        start = load_checkpoint(init, device)
+        net.load_state_dict(start["model"])
+        init_from = lineage(start)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
     stream = BatchStream(meta, cfg.data, rank, world)
@@ -206,7 +208,7 @@ def fit(
                 log.flush()
                 history.append(record)
         if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.optim.steps):
-            _save(last, net, opt, step, cfg, meta, history)
+            _save(last, net, opt, step, cfg, meta, history, init_from)
     bar.close()
     if log:
         log.close()
@@ -215,10 +217,17 @@ def fit(
     return net, last
 
 
-def _save(path: Path, net: MISTNetwork, opt, step: int, cfg: TrainConfig, meta: MetaConfig, history) -> None:
+def lineage(ckpt: dict) -> dict:
+    """What a fine-tuned checkpoint started from: that checkpoint's version, steps, configs and own lineage."""
+    keys = ("version", "step", "train_config", "meta_config", "init_from")
+    return {k: ckpt.get(k) for k in keys}
+
+
+def _save(path: Path, net: MISTNetwork, opt, step: int, cfg: TrainConfig, meta: MetaConfig, history, init_from) -> None:
     save_checkpoint(
         path,
         {
+            "init_from": init_from,
             "version": f"{cfg.name}-{mist.__version__}-step{step}",
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": opt.state_dict(),

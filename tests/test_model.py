@@ -127,6 +127,13 @@ def test_training_lowers_loss_saves_resumes_and_loads(tmp_path: Path):
     longer = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"steps": 60})})
     assert load_checkpoint(train(longer, resume=True, progress=False))["step"] == 60
 
+    # fine-tuning with --init records what it started from
+    short = cfg.optim.model_copy(update={"steps": 2})
+    tuned = cfg.model_copy(update={"out_dir": str(tmp_path / "tuned"), "optim": short})
+    start = load_checkpoint(last)
+    lineage = load_checkpoint(train(tuned, init=str(last), progress=False))["init_from"]
+    assert (lineage["version"], lineage["step"]) == (start["version"], 60)
+
     # exported checkpoint: no optimizer, identical outputs after load
     ckpt = load_checkpoint(last)
     export_for_serving(last, tmp_path / "ship.pt", evaluation={"note": "test"})

@@ -32,12 +32,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def network_from_checkpoint(ckpt: dict[str, Any]) -> MISTNetwork:
+def network_config(ckpt: dict[str, Any]) -> NetworkConfig:
     cfg = dict(ckpt["network"])
     cfg["quantiles"] = tuple(cfg["quantiles"])
-    net = MISTNetwork(NetworkConfig(**cfg))
+    cfg.setdefault("head_stats", 5)  # checkpoints written before head_stats existed
+    return NetworkConfig(**cfg)
+
+
+def network_from_checkpoint(ckpt: dict[str, Any]) -> MISTNetwork:
+    net = MISTNetwork(network_config(ckpt))
     net.load_state_dict(ckpt["model"])
     return net.eval()
+
+
+def load_weights_widening_head(net: MISTNetwork, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into ``net``; if ``net``'s head reads more scalar statistics than ``state``'s, the new
+    input columns start at zero, so the loaded network computes exactly what the saved one did."""
+    key = "head.0.weight"
+    state = dict(state)
+    have, want = state[key], net.state_dict()[key]
+    if have.shape[1] < want.shape[1]:
+        state[key] = torch.cat([have, have.new_zeros(have.shape[0], want.shape[1] - have.shape[1])], dim=1)
+    net.load_state_dict(state)
 
 
 def export_for_serving(src: str | Path, dst: str | Path, evaluation: dict | None = None) -> None:

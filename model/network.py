@@ -25,12 +25,18 @@ QUANTILE_GRID = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
                  0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975)  # fmt: skip
 
 
+# The head's scalar inputs, in order; a network uses the first ``head_stats`` of them. The last two tell it
+# how far the Gaussian-copula anchor can be inflated by sampling noise (≈ dx·dy / 2n when X, Y independent).
+STAT_NAMES = ("log_n", "log_min_dim", "log_max_dim", "log1p_gc", "gc", "log1p_dxdy_over_2n", "gc_deflated")
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     width: int = 32
     heads: int = 4
     blocks: int = 2
     inducing: int = 16
+    head_stats: int = 7  # scalar statistics beside the pooled features (5 in checkpoints before 0.2)
     quantiles: tuple[float, ...] = field(default=QUANTILE_GRID)
 
     def to_dict(self) -> dict:
@@ -125,8 +131,9 @@ class MISTNetwork(nn.Module):
         self.samples = ISAB(w, cfg.heads, cfg.inducing)
         self.pool = MAB(w, cfg.heads)
         self.pool_seed = nn.Parameter(torch.randn(1, 1, w) / math.sqrt(w))
-        n_stats = 5
-        self.head = nn.Sequential(nn.Linear(w + n_stats, 2 * w), nn.GELU(), nn.Linear(2 * w, len(cfg.quantiles)))
+        if not 1 <= cfg.head_stats <= len(STAT_NAMES):
+            raise ValueError(f"head_stats must lie in [1, {len(STAT_NAMES)}], got {cfg.head_stats}")
+        self.head = nn.Sequential(nn.Linear(w + cfg.head_stats, 2 * w), nn.GELU(), nn.Linear(2 * w, len(cfg.quantiles)))
 
     def _embed(self, s: torch.Tensor) -> torch.Tensor:
         s = s.unsqueeze(-1)
@@ -148,6 +155,7 @@ class MISTNetwork(nn.Module):
         tokens = self.sample_sum(px) + self.sample_sum(py) + self.sample_prod(px * py)
         tokens = self.samples(tokens)
         pooled = self.pool(self.pool_seed.expand(tokens.shape[0], -1, -1), tokens).squeeze(1).float()
+        overfit = dx * dy / (2.0 * n)  # first-order bias of the Gaussian plug-in MI under independence
         stats = torch.stack(
             [
                 torch.full_like(gc, math.log(n) / 5.0),
@@ -155,7 +163,9 @@ class MISTNetwork(nn.Module):
                 torch.full_like(gc, math.log(max(dx, dy))),
                 torch.log1p(gc),
                 gc / 5.0,
-            ],
+                torch.full_like(gc, math.log1p(overfit)),
+                gc / (1.0 + overfit),
+            ][: self.cfg.head_stats],
             dim=-1,
         )
         raw = self.head(torch.cat([pooled, stats], dim=-1)).float()

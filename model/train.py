@@ -24,7 +24,7 @@ from tqdm import tqdm
 import mist
 from metadata_gen.config import ConfigError, MetaConfig, load_config, read_config_file
 from metadata_gen.sampler import draw_shape, sample_task, task_rng
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, load_weights_widening_head, save_checkpoint
 from model.network import MISTNetwork, NetworkConfig
 
 
@@ -37,6 +37,7 @@ class ModelSection(_Strict):
     heads: int = Field(4, ge=1, le=16)
     blocks: int = Field(2, ge=1, le=8)
     inducing: int = Field(16, ge=1, le=128)
+    head_stats: int = Field(7, ge=1, le=7, description="scalar statistics the head reads (see model.network)")
 
 
 class DataSection(_Strict):
@@ -159,7 +160,7 @@ def fit(
         step, history, init_from = ckpt["step"], list(ckpt.get("history", [])), ckpt.get("init_from")
     elif init:
         start = load_checkpoint(init, device)
-        net.load_state_dict(start["model"])
+        load_weights_widening_head(net, start["model"])
         init_from = lineage(start)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 

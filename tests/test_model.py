@@ -208,3 +208,15 @@ def test_evaluate_cli_writes_reports_and_ships_the_evaluation(tmp_path: Path, ca
     shipped = load_checkpoint(ship)
     assert set(shipped["evaluation"]["suites"]) == {"held-in", "held-out"}
     assert "optimizer" not in shipped
+
+
+def test_widening_the_head_preserves_outputs():
+    from model.checkpoint import load_weights_widening_head
+
+    torch.manual_seed(0)
+    narrow = MISTNetwork(NetworkConfig(width=16, heads=2, blocks=1, inducing=4, head_stats=5)).eval()
+    wide = MISTNetwork(NetworkConfig(width=16, heads=2, blocks=1, inducing=4, head_stats=7)).eval()
+    load_weights_widening_head(wide, narrow.state_dict())
+    x, y = _xy()
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x, y), narrow(x, y))

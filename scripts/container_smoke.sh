@@ -68,4 +68,9 @@ assert lo <= truth <= hi, f"true MI {truth:.3f} outside the 90% interval [{lo:.3
 assert abs(answer["mi_nats"] - truth) < 0.25, f"estimate {answer['mi_nats']:.3f} far from true MI {truth:.3f}"
 print(f"OK: true MI {truth:.3f} nats, estimate {answer['mi_nats']:.3f}, 90% interval [{lo:.3f}, {hi:.3f}]")
 PY
-echo "== health status: $($ENGINE inspect "$NAME" --format '{{.State.Health.Status}}' 2>/dev/null || echo n/a)"
+echo "== HEALTHCHECK"
+if [[ "$ENGINE" == podman ]]; then  # podman runs health checks from systemd timers; run it once by hand
+  $ENGINE healthcheck run "$NAME" && echo "HEALTHCHECK command: healthy"
+else
+  echo "health status: $($ENGINE inspect "$NAME" --format '{{.State.Health.Status}}')"
+fi

@@ -27,7 +27,9 @@ QUANTILE_GRID = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
 
 # The head's scalar inputs, in order; a network uses the first ``head_stats`` of them. The last two tell it
 # how far the Gaussian-copula anchor can be inflated by sampling noise (≈ dx·dy / 2n when X, Y independent).
-STAT_NAMES = ("log_n", "log_min_dim", "log_max_dim", "log1p_gc", "gc", "log1p_dxdy_over_2n", "gc_deflated")
+# The last two come from :func:`hermite_excess`: they flag dependence that a Gaussian copula cannot show.
+STAT_NAMES = ("log_n", "log_min_dim", "log_max_dim", "log1p_gc", "gc", "log1p_dxdy_over_2n", "gc_deflated",
+              "log1p_hermite_mi", "hermite_excess")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class NetworkConfig:
     heads: int = 4
     blocks: int = 2
     inducing: int = 16
-    head_stats: int = 7  # scalar statistics beside the pooled features (5 in checkpoints before 0.2)
+    head_stats: int = 9  # scalar statistics beside the pooled features (5 in checkpoints before 0.2)
     quantiles: tuple[float, ...] = field(default=QUANTILE_GRID)
 
     def to_dict(self) -> dict:
@@ -103,17 +105,37 @@ class CellBlock(nn.Module):
         return self.column(cols).reshape(bsz, d, n, w).transpose(1, 2)
 
 
-def gaussian_copula_mi(scores_x: torch.Tensor, scores_y: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
-    """Batched Gaussian plug-in MI of Gaussian scores: ½ (log det Cxx + log det Cyy − log det C)."""
-    z = torch.cat([scores_x, scores_y], dim=-1).double()
+def _correlation(z: torch.Tensor) -> torch.Tensor:
     z = z - z.mean(-2, keepdim=True)
     cov = z.transpose(-1, -2) @ z / z.shape[-2]
     std = cov.diagonal(dim1=-2, dim2=-1).clamp_min(1e-12).sqrt()
-    corr = cov / (std[..., :, None] * std[..., None, :])
+    return cov / (std[..., :, None] * std[..., None, :])
+
+
+def _gaussian_mi_from_correlation(corr: torch.Tensor, dx: int, ridge: float = 1e-3) -> torch.Tensor:
     corr = corr + ridge * torch.eye(corr.shape[-1], dtype=corr.dtype, device=corr.device)
-    dx = scores_x.shape[-1]
     ld = torch.logdet(corr[..., :dx, :dx]) + torch.logdet(corr[..., dx:, dx:]) - torch.logdet(corr)
-    return (0.5 * ld).clamp_min(0.0).to(scores_x.dtype)
+    return (0.5 * ld).clamp_min(0.0)
+
+
+def gaussian_copula_mi(scores_x: torch.Tensor, scores_y: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Batched Gaussian plug-in MI of Gaussian scores: ½ (log det Cxx + log det Cyy − log det C)."""
+    corr = _correlation(torch.cat([scores_x, scores_y], dim=-1).double())
+    return _gaussian_mi_from_correlation(corr, scores_x.shape[-1], ridge).to(scores_x.dtype)
+
+
+def hermite_excess(scores_x: torch.Tensor, scores_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian plug-in MI of the second Hermite features h₂(s) = (s² − 1)/√2, and its excess over what a
+    Gaussian copula with the same correlations R implies (h₂ features then have correlations R ∘ R).
+
+    The excess is ≈ 0 for Gaussian copulas and grows with non-Gaussian dependence (tails, variance coupling)
+    that the anchor cannot see.
+    """
+    z = torch.cat([scores_x, scores_y], dim=-1).double()
+    dx = scores_x.shape[-1]
+    implied = _gaussian_mi_from_correlation(_correlation(z).square(), dx)
+    observed = _gaussian_mi_from_correlation(_correlation((z * z - 1.0) / math.sqrt(2.0)), dx)
+    return observed.to(scores_x.dtype), (observed - implied).to(scores_x.dtype)
 
 
 class MISTNetwork(nn.Module):
@@ -156,6 +178,11 @@ class MISTNetwork(nn.Module):
         tokens = self.samples(tokens)
         pooled = self.pool(self.pool_seed.expand(tokens.shape[0], -1, -1), tokens).squeeze(1).float()
         overfit = dx * dy / (2.0 * n)  # first-order bias of the Gaussian plug-in MI under independence
+        if self.cfg.head_stats > 7:
+            with torch.autocast(sx.device.type, enabled=False):
+                hermite, excess = hermite_excess(sx.float(), sy.float())
+        else:
+            hermite = excess = gc
         stats = torch.stack(
             [
                 torch.full_like(gc, math.log(n) / 5.0),
@@ -165,6 +192,8 @@ class MISTNetwork(nn.Module):
                 gc / 5.0,
                 torch.full_like(gc, math.log1p(overfit)),
                 gc / (1.0 + overfit),
+                torch.log1p(hermite),
+                excess / (1.0 + overfit),
             ][: self.cfg.head_stats],
             dim=-1,
         )

@@ -37,7 +37,7 @@ class ModelSection(_Strict):
     heads: int = Field(4, ge=1, le=16)
     blocks: int = Field(2, ge=1, le=8)
     inducing: int = Field(16, ge=1, le=128)
-    head_stats: int = Field(7, ge=1, le=7, description="scalar statistics the head reads (see model.network)")
+    head_stats: int = Field(9, ge=1, le=9, description="scalar statistics the head reads (see model.network)")
 
 
 class DataSection(_Strict):

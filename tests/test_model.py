@@ -220,3 +220,17 @@ def test_widening_the_head_preserves_outputs():
     x, y = _xy()
     with torch.no_grad():
         torch.testing.assert_close(wide(x, y), narrow(x, y))
+
+
+def test_hermite_excess_separates_gaussian_from_non_gaussian_dependence():
+    from model.network import gaussian_copula_mi, hermite_excess
+
+    torch.manual_seed(0)
+    x, z = torch.randn(4, 2000, 3), torch.randn(4, 2000, 3)
+    sx = gaussian_scores(x)
+    for y, lo, hi in ((0.8 * x + 0.6 * z, -0.1, 0.1), (z, -0.05, 0.05), (x * z, 0.5, 5.0)):
+        sy = gaussian_scores(y)
+        _, excess = hermite_excess(sx, sy)
+        assert ((lo < excess) & (excess < hi)).all(), excess
+    # the anchor itself cannot see the variance coupling of x * z
+    assert (gaussian_copula_mi(sx, gaussian_scores(x * z)) < 0.05).all()

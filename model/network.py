@@ -25,9 +25,9 @@ QUANTILE_GRID = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
                  0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975)  # fmt: skip
 
 
-# The head's scalar inputs, in order; a network uses the first ``head_stats`` of them. The last two tell it
-# how far the Gaussian-copula anchor can be inflated by sampling noise (≈ dx·dy / 2n when X, Y independent).
-# The last two come from :func:`hermite_excess`: they flag dependence that a Gaussian copula cannot show.
+# The head's scalar inputs, in order; a network uses the first ``head_stats`` of them. The sixth and seventh
+# tell it how far the Gaussian-copula anchor can be inflated by sampling noise (≈ dx·dy / 2n when X, Y are
+# independent); the last two come from :func:`hermite_excess` and flag dependence a Gaussian copula cannot show.
 STAT_NAMES = ("log_n", "log_min_dim", "log_max_dim", "log1p_gc", "gc", "log1p_dxdy_over_2n", "gc_deflated",
               "log1p_hermite_mi", "hermite_excess")  # fmt: skip
 
@@ -168,8 +168,27 @@ class MISTNetwork(nn.Module):
             gc = gaussian_copula_mi(sx, sy)
         return self.forward_scores(sx, sy, gc)
 
-    def forward_scores(self, sx: torch.Tensor, sy: torch.Tensor, gc: torch.Tensor) -> torch.Tensor:
+    def _head_stats(self, sx: torch.Tensor, sy: torch.Tensor, gc: torch.Tensor) -> torch.Tensor:
+        """The first ``cfg.head_stats`` scalar statistics of :data:`STAT_NAMES`, as ``(B, head_stats)``."""
         n, dx, dy = sx.shape[1], sx.shape[2], sy.shape[2]
+        overfit = dx * dy / (2.0 * n)  # first-order bias of the Gaussian plug-in MI under independence
+        stats = [
+            torch.full_like(gc, math.log(n) / 5.0),
+            torch.full_like(gc, math.log(min(dx, dy))),
+            torch.full_like(gc, math.log(max(dx, dy))),
+            torch.log1p(gc),
+            gc / 5.0,
+            torch.full_like(gc, math.log1p(overfit)),
+            gc / (1.0 + overfit),
+        ]
+        if self.cfg.head_stats > len(stats):
+            with torch.autocast(sx.device.type, enabled=False):
+                hermite, excess = hermite_excess(sx.float(), sy.float())
+            stats += [torch.log1p(hermite), excess / (1.0 + overfit)]
+        return torch.stack(stats[: self.cfg.head_stats], dim=-1)
+
+    def forward_scores(self, sx: torch.Tensor, sy: torch.Tensor, gc: torch.Tensor) -> torch.Tensor:
+        dx = sx.shape[2]
         h = self._embed(torch.cat([sx, sy], dim=2))
         for block in self.blocks:
             h = block(h, dx)
@@ -177,26 +196,7 @@ class MISTNetwork(nn.Module):
         tokens = self.sample_sum(px) + self.sample_sum(py) + self.sample_prod(px * py)
         tokens = self.samples(tokens)
         pooled = self.pool(self.pool_seed.expand(tokens.shape[0], -1, -1), tokens).squeeze(1).float()
-        overfit = dx * dy / (2.0 * n)  # first-order bias of the Gaussian plug-in MI under independence
-        if self.cfg.head_stats > 7:
-            with torch.autocast(sx.device.type, enabled=False):
-                hermite, excess = hermite_excess(sx.float(), sy.float())
-        else:
-            hermite = excess = gc
-        stats = torch.stack(
-            [
-                torch.full_like(gc, math.log(n) / 5.0),
-                torch.full_like(gc, math.log(min(dx, dy))),
-                torch.full_like(gc, math.log(max(dx, dy))),
-                torch.log1p(gc),
-                gc / 5.0,
-                torch.full_like(gc, math.log1p(overfit)),
-                gc / (1.0 + overfit),
-                torch.log1p(hermite),
-                excess / (1.0 + overfit),
-            ][: self.cfg.head_stats],
-            dim=-1,
-        )
+        stats = self._head_stats(sx, sy, gc)
         raw = self.head(torch.cat([pooled, stats], dim=-1)).float()
         mid = len(self.cfg.quantiles) // 2
         # Monotone by construction: the median is a softplus, other quantiles step away by softplus gaps;

@@ -22,9 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITES = {"held-in": ROOT / "configs/meta/default.toml", "held-out": ROOT / "configs/meta/heldout.toml"}
 N_BUCKETS = ((100, 500), (500, 2000), (2000, 5000))
 SUITE_SEED_OFFSET = 10_000_019  # disjoint from every training seed stream
+MAX_DIM = 16  # dims per side in the suites (the training range)
+PRECISE = "n>=1000, MI<=3"  # the group of the quality bar's precision target
 
 
-def suite_tasks(meta: MetaConfig, tasks_per_bucket: int, max_dim: int = 16) -> list[Task]:
+def _dims(rng: np.random.Generator, meta: MetaConfig, max_dim: int = MAX_DIM) -> tuple[int, int]:
+    """dx and dy uniform over the config's ranges, capped at ``max_dim``."""
+    dx = int(rng.integers(meta.dims.dx.low, min(meta.dims.dx.high, max_dim) + 1))
+    return dx, int(rng.integers(meta.dims.dy.low, min(meta.dims.dy.high, max_dim) + 1))
+
+
+def suite_tasks(meta: MetaConfig, tasks_per_bucket: int, max_dim: int = MAX_DIM) -> list[Task]:
     """Tasks with n log-uniform inside each bucket and dims from the config (capped at ``max_dim``)."""
     out = []
     seed = meta.seed + SUITE_SEED_OFFSET
@@ -32,9 +40,7 @@ def suite_tasks(meta: MetaConfig, tasks_per_bucket: int, max_dim: int = 16) -> l
         for k in range(tasks_per_bucket):
             rng = task_rng(seed, b * 1_000_000 + k)
             n = int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-            dx = int(rng.integers(meta.dims.dx.low, min(meta.dims.dx.high, max_dim) + 1))
-            dy = int(rng.integers(meta.dims.dy.low, min(meta.dims.dy.high, max_dim) + 1))
-            out.append(sample_task(meta, b * 1_000_000 + k, seed, shape=(n, dx, dy)))
+            out.append(sample_task(meta, b * 1_000_000 + k, seed, shape=(n, *_dims(rng, meta, max_dim))))
     return out
 
 
@@ -88,7 +94,7 @@ def evaluate(estimator: Estimator, suite: str, tasks_per_bucket: int = 30, progr
         "suite": suite,
         "version": estimator.version,
         "overall": _summarize(rows),
-        "n>=1000, MI<=3": _summarize(precise) if precise else None,
+        PRECISE: _summarize(precise) if precise else None,
         "by_bucket": {k: _summarize(v) for k, v in sorted(groups["by_bucket"].items())},
         "by_family": {k: _summarize(v) for k, v in sorted(groups["by_family"].items())},
         "calibration": {
@@ -103,8 +109,8 @@ def markdown_table(report: dict) -> str:
     head = "| group | tasks | MAE | bias | RMSE | cov50 | cov90 | width90 | MAE KSG | MAE GC |\n" + "|---" * 10 + "|"
     lines = [f"### {report['suite']} ({report['version']})", "", head]
     groups = [("all", report["overall"])]
-    if report.get("n>=1000, MI<=3"):
-        groups.append(("n ≥ 1000, MI ≤ 3", report["n>=1000, MI<=3"]))
+    if report.get(PRECISE):
+        groups.append(("n ≥ 1000, MI ≤ 3", report[PRECISE]))
     groups += [(f"n {k}", v) for k, v in report["by_bucket"].items()]
     groups += list(report["by_family"].items())
     for name, s in groups:
@@ -132,9 +138,7 @@ def quality_checks(estimator: Estimator, tasks: int = 40, progress: bool = True)
     indep = _variant("held-out", families={"independent": {}})
     medians, holds_zero = [], []
     for k in tqdm(range(tasks), desc="independence", disable=not progress):
-        rng = task_rng(seed, k)
-        shape = (1000, int(rng.integers(1, 17)), int(rng.integers(1, 17)))
-        t = sample_task(indep, k, seed, shape=shape)
+        t = sample_task(indep, k, seed, shape=(1000, *_dims(task_rng(seed, k), indep)))
         e = estimator.estimate(t.x, t.y)
         medians.append(e.median)
         holds_zero.append(e.interval_90[0] <= 0.0)
@@ -143,9 +147,7 @@ def quality_checks(estimator: Estimator, tasks: int = 40, progress: bool = True)
     k = 0
     bar = tqdm(total=tasks, desc="high MI", disable=not progress)
     while len(rel["mist"]) < tasks and k < 20 * tasks:
-        rng = task_rng(seed + 1, k)
-        shape = (5000, int(rng.integers(1, 17)), int(rng.integers(1, 17)))
-        t = sample_task(high, k, seed + 1, shape=shape)
+        t = sample_task(high, k, seed + 1, shape=(5000, *_dims(task_rng(seed + 1, k), high)))
         k += 1
         if not 4.0 <= t.mi <= 8.0:
             continue
@@ -189,9 +191,10 @@ def quality_table(checks: dict) -> str:
 
 def checkpoint_summary(reports: list[dict], checks: dict | None) -> dict:
     """The part of an evaluation stored inside a shipped checkpoint (and served by ``GET /v1/model``)."""
-    keep = ("overall", "n>=1000, MI<=3", "by_bucket", "by_family")
+    keep = ("overall", PRECISE, "by_bucket", "by_family")
     suites = {r["suite"]: {k: r[k] for k in keep} | {"calibration_error": r["calibration"]["error"]} for r in reports}
-    return {"suites": suites, "quality_checks": checks, "tasks_per_bucket": reports[0]["overall"]["tasks"] // 3}
+    per_bucket = reports[0]["overall"]["tasks"] // len(N_BUCKETS)
+    return {"suites": suites, "quality_checks": checks, "tasks_per_bucket": per_bucket}
 
 
 def write_reports(reports: list[dict], out_dir: str | Path, checks: dict | None = None) -> Path:

@@ -47,12 +47,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from model.train import load_train_config, train
 
-    cfg = load_train_config(args.config)
-    if args.steps is not None or args.out_dir is not None:
-        update = {"out_dir": args.out_dir or cfg.out_dir}
-        if args.steps is not None:
-            update["optim"] = cfg.optim.model_copy(update={"steps": args.steps})
-        cfg = cfg.model_copy(update=update)
+    cfg = load_train_config(args.config, steps=args.steps, out_dir=args.out_dir)
     path = train(cfg, resume=args.resume, init=args.init, progress=not args.quiet)
     print(f"checkpoint: {path}")
     return 0
@@ -71,6 +66,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         write_reports,
     )
 
+    if args.tasks_per_bucket < 1:
+        raise UserError("--tasks-per-bucket must be >= 1")
+    if args.check_tasks < 0:
+        raise UserError("--check-tasks must be >= 0 (0 skips the quality checks)")
     est = Estimator.load(args.checkpoint)
     suites = list(SUITES) if args.suite == "all" else [args.suite]
     reports = [evaluate(est, s, args.tasks_per_bucket, progress=not args.quiet) for s in suites]

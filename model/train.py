@@ -66,8 +66,14 @@ class TrainConfig(_Strict):
     optim: OptimSection = OptimSection()
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
+def load_train_config(path: str | Path, steps: int | None = None, out_dir: str | None = None) -> TrainConfig:
+    """Read and validate a training config; ``steps`` and ``out_dir`` override the file's values (and are
+    validated like them)."""
     data = read_config_file(path)
+    if out_dir is not None:
+        data["out_dir"] = out_dir
+    if steps is not None:
+        data["optim"] = {**data.get("optim", {}), "steps": steps}
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as err:

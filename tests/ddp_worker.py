@@ -16,7 +16,7 @@ from model.train import fit, load_train_config
 
 if __name__ == "__main__":
     config, out = sys.argv[1], Path(sys.argv[2])
-    cfg = load_train_config(config).model_copy(update={"out_dir": str(out)})
+    cfg = load_train_config(config, out_dir=str(out))
     net, _ = fit(cfg, progress=False)
     rank = int(os.environ["RANK"])
     torch.save(net.state_dict(), out / f"rank{rank}.pt")

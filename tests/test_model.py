@@ -234,3 +234,31 @@ def test_hermite_excess_separates_gaussian_from_non_gaussian_dependence():
         assert ((lo < excess) & (excess < hi)).all(), excess
     # the anchor itself cannot see the variance coupling of x * z
     assert (gaussian_copula_mi(sx, gaussian_scores(x * z)) < 0.05).all()
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["train", "--config", "configs/train/tiny.toml", "--steps", "0"], "optim.steps"),
+        (["evaluate", "--tasks-per-bucket", "0"], "--tasks-per-bucket"),
+        (["evaluate", "--check-tasks", "-1"], "--check-tasks"),
+    ],
+)
+def test_cli_bad_flags_name_the_flag(argv, named, capsys, monkeypatch):
+    from mist.cli import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and named in err and "Traceback" not in err
+
+
+def test_train_config_errors_name_the_field(tmp_path: Path):
+    from metadata_gen.config import ConfigError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nhead_stats = 12\n[optim]\nlr = -1\n")
+    with pytest.raises(ConfigError, match=r"model\.head_stats.*optim\.lr|optim\.lr.*model\.head_stats"):
+        load_train_config(bad)
+    overridden = load_train_config(ROOT / "configs/train/tiny.toml", steps=7, out_dir=str(tmp_path))
+    assert (overridden.optim.steps, overridden.out_dir) == (7, str(tmp_path))

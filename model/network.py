@@ -32,6 +32,9 @@ STAT_NAMES = ("log_n", "log_min_dim", "log_max_dim", "log1p_gc", "gc", "log1p_dx
               "log1p_hermite_mi", "hermite_excess")  # fmt: skip
 
 
+SCALES = ("nats", "log1p")
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     width: int = 32
@@ -39,7 +42,15 @@ class NetworkConfig:
     blocks: int = 2
     inducing: int = 16
     head_stats: int = 9  # scalar statistics beside the pooled features (5 in checkpoints before 0.2)
+    # The scale the quantiles are produced (and trained) on: "log1p" models u = log(1 + MI), so a 0.1-nat error
+    # at MI 0.5 weighs as much as a 0.7-nat error at MI 6; "nats" (checkpoints before 0.2) models MI itself.
+    # Quantiles commute with monotone maps, so either way the network returns quantiles of MI in nats.
+    scale: str = "log1p"
     quantiles: tuple[float, ...] = field(default=QUANTILE_GRID)
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -198,10 +209,16 @@ class MISTNetwork(nn.Module):
         pooled = self.pool(self.pool_seed.expand(tokens.shape[0], -1, -1), tokens).squeeze(1).float()
         stats = self._head_stats(sx, sy, gc)
         raw = self.head(torch.cat([pooled, stats], dim=-1)).float()
+        anchor = torch.log1p(gc) if self.cfg.scale == "log1p" else gc
         mid = len(self.cfg.quantiles) // 2
         # Monotone by construction: the median is a softplus, other quantiles step away by softplus gaps;
         # the lower ones are clamped at 0 (the clamp keeps them ordered).
-        median = F.softplus(raw[:, mid] + gc)
+        median = F.softplus(raw[:, mid] + anchor)
         up = median[:, None] + torch.cumsum(F.softplus(raw[:, mid + 1 :]), dim=1)
         down = median[:, None] - torch.cumsum(F.softplus(raw[:, :mid].flip(1)), dim=1)
-        return torch.cat([down.flip(1).clamp_min(0.0), median[:, None], up], dim=1)
+        quantiles = torch.cat([down.flip(1).clamp_min(0.0), median[:, None], up], dim=1)
+        return torch.expm1(quantiles) if self.cfg.scale == "log1p" else quantiles
+
+    def to_scale(self, mi: torch.Tensor) -> torch.Tensor:
+        """Map MI in nats to the scale the network's quantiles are trained on (see ``NetworkConfig.scale``)."""
+        return torch.log1p(mi) if self.cfg.scale == "log1p" else mi

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ class ModelSection(_Strict):
     blocks: int = Field(2, ge=1, le=8)
     inducing: int = Field(16, ge=1, le=128)
     head_stats: int = Field(9, ge=1, le=9, description="scalar statistics the head reads (see model.network)")
+    scale: Literal["nats", "log1p"] = Field("log1p", description="scale of the quantiles (see model.network)")
 
 
 class DataSection(_Strict):
@@ -195,7 +197,7 @@ def fit(
         x, y, mi = (batch[k].to(device, non_blocking=True) for k in ("x", "y", "mi"))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = model(x, y)
-        loss = pinball_loss(pred.float(), mi, net.taus)
+        loss = pinball_loss(net.to_scale(pred.float()), net.to_scale(mi), net.taus)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)

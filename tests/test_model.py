@@ -23,10 +23,10 @@ from tests.conftest import ROOT
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def net() -> MISTNetwork:
+@pytest.fixture(scope="module", params=["nats", "log1p"])
+def net(request) -> MISTNetwork:
     torch.manual_seed(0)
-    return MISTNetwork(NetworkConfig(width=16, heads=2, blocks=1, inducing=4)).eval()
+    return MISTNetwork(NetworkConfig(width=16, heads=2, blocks=1, inducing=4, scale=request.param)).eval()
 
 
 def _xy(n=64, dx=3, dy=2, seed=0):
@@ -220,6 +220,20 @@ def test_widening_the_head_preserves_outputs():
     x, y = _xy()
     with torch.no_grad():
         torch.testing.assert_close(wide(x, y), narrow(x, y))
+
+
+def test_output_scale_is_recorded_and_old_checkpoints_read_as_nats():
+    from model.checkpoint import network_config
+
+    cfg = NetworkConfig(width=16, heads=2, blocks=1, inducing=4).to_dict()
+    assert network_config({"network": cfg}).scale == "log1p"
+    del cfg["scale"]
+    assert network_config({"network": cfg}).scale == "nats"
+    with pytest.raises(ValueError, match="scale"):
+        NetworkConfig(scale="log")
+    mi = torch.tensor([0.0, 0.5, 6.0])
+    assert torch.equal(MISTNetwork(NetworkConfig(scale="nats")).to_scale(mi), mi)
+    torch.testing.assert_close(MISTNetwork(NetworkConfig(scale="log1p")).to_scale(mi), torch.log1p(mi))
 
 
 def test_hermite_excess_separates_gaussian_from_non_gaussian_dependence():

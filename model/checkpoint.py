@@ -36,7 +36,7 @@ def network_config(ckpt: dict[str, Any]) -> NetworkConfig:
     cfg = dict(ckpt["network"])
     cfg["quantiles"] = tuple(cfg["quantiles"])
     cfg.setdefault("head_stats", 5)  # checkpoints written before head_stats existed
-    cfg.setdefault("scale", "nats")  # checkpoints written before the log1p scale existed
+    cfg.setdefault("scale", "nats")  # checkpoints written before the scale option existed
     return NetworkConfig(**cfg)
 
 

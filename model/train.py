@@ -39,7 +39,7 @@ class ModelSection(_Strict):
     blocks: int = Field(2, ge=1, le=8)
     inducing: int = Field(16, ge=1, le=128)
     head_stats: int = Field(9, ge=1, le=9, description="scalar statistics the head reads (see model.network)")
-    scale: Literal["nats", "log1p"] = Field("log1p", description="scale of the quantiles (see model.network)")
+    scale: Literal["nats", "log1p"] = Field("nats", description="scale of the quantiles (see model.network)")
 
 
 class DataSection(_Strict):

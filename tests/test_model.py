@@ -225,7 +225,7 @@ def test_widening_the_head_preserves_outputs():
 def test_output_scale_is_recorded_and_old_checkpoints_read_as_nats():
     from model.checkpoint import network_config
 
-    cfg = NetworkConfig(width=16, heads=2, blocks=1, inducing=4).to_dict()
+    cfg = NetworkConfig(width=16, heads=2, blocks=1, inducing=4, scale="log1p").to_dict()
     assert network_config({"network": cfg}).scale == "log1p"
     del cfg["scale"]
     assert network_config({"network": cfg}).scale == "nats"

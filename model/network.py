@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,8 @@ STAT_NAMES = ("log_n", "log_min_dim", "log_max_dim", "log1p_gc", "gc", "log1p_dx
               "log1p_hermite_mi", "hermite_excess")  # fmt: skip
 
 
-SCALES = ("nats", "log1p")
+Scale = Literal["nats", "log1p"]
+SCALES: tuple[str, ...] = get_args(Scale)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class NetworkConfig:
     # u = log(1 + MI), so a 0.1-nat error at MI 0.5 weighs as much as a 0.7-nat error at MI 6. Quantiles commute
     # with monotone maps, so either way the network returns quantiles of MI in nats. In our one comparison
     # (checkpoints/README.md, stage 5) log1p helped held-in accuracy and hurt held-out generalization.
-    scale: str = "nats"
+    scale: Scale = "nats"
     quantiles: tuple[float, ...] = field(default=QUANTILE_GRID)
 
     def __post_init__(self) -> None:
@@ -210,7 +212,7 @@ class MISTNetwork(nn.Module):
         pooled = self.pool(self.pool_seed.expand(tokens.shape[0], -1, -1), tokens).squeeze(1).float()
         stats = self._head_stats(sx, sy, gc)
         raw = self.head(torch.cat([pooled, stats], dim=-1)).float()
-        anchor = torch.log1p(gc) if self.cfg.scale == "log1p" else gc
+        anchor = self.to_scale(gc)
         mid = len(self.cfg.quantiles) // 2
         # Monotone by construction: the median is a softplus, other quantiles step away by softplus gaps;
         # the lower ones are clamped at 0 (the clamp keeps them ordered).
@@ -218,8 +220,12 @@ class MISTNetwork(nn.Module):
         up = median[:, None] + torch.cumsum(F.softplus(raw[:, mid + 1 :]), dim=1)
         down = median[:, None] - torch.cumsum(F.softplus(raw[:, :mid].flip(1)), dim=1)
         quantiles = torch.cat([down.flip(1).clamp_min(0.0), median[:, None], up], dim=1)
-        return torch.expm1(quantiles) if self.cfg.scale == "log1p" else quantiles
+        return self.from_scale(quantiles)
 
     def to_scale(self, mi: torch.Tensor) -> torch.Tensor:
         """Map MI in nats to the scale the network's quantiles are trained on (see ``NetworkConfig.scale``)."""
         return torch.log1p(mi) if self.cfg.scale == "log1p" else mi
+
+    def from_scale(self, u: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_scale`: back to nats."""
+        return torch.expm1(u) if self.cfg.scale == "log1p" else u

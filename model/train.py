@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ import mist
 from metadata_gen.config import ConfigError, MetaConfig, load_config, read_config_file
 from metadata_gen.sampler import draw_shape, sample_task, task_rng
 from model.checkpoint import load_checkpoint, load_weights_widening_head, save_checkpoint
-from model.network import MISTNetwork, NetworkConfig
+from model.network import STAT_NAMES, MISTNetwork, NetworkConfig, Scale
 
 
 class _Strict(BaseModel):
@@ -38,8 +37,10 @@ class ModelSection(_Strict):
     heads: int = Field(4, ge=1, le=16)
     blocks: int = Field(2, ge=1, le=8)
     inducing: int = Field(16, ge=1, le=128)
-    head_stats: int = Field(9, ge=1, le=9, description="scalar statistics the head reads (see model.network)")
-    scale: Literal["nats", "log1p"] = Field("nats", description="scale of the quantiles (see model.network)")
+    head_stats: int = Field(
+        len(STAT_NAMES), ge=1, le=len(STAT_NAMES), description="scalar statistics the head reads (see model.network)"
+    )
+    scale: Scale = Field("nats", description="scale of the quantiles (see model.network)")
 
 
 class DataSection(_Strict):

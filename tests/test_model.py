@@ -274,5 +274,8 @@ def test_train_config_errors_name_the_field(tmp_path: Path):
     bad.write_text("[model]\nhead_stats = 12\n[optim]\nlr = -1\n")
     with pytest.raises(ConfigError, match=r"model\.head_stats.*optim\.lr|optim\.lr.*model\.head_stats"):
         load_train_config(bad)
+    bad.write_text('[model]\nscale = "log"\n')
+    with pytest.raises(ConfigError, match=r"model\.scale"):
+        load_train_config(bad)
     overridden = load_train_config(ROOT / "configs/train/tiny.toml", steps=7, out_dir=str(tmp_path))
     assert (overridden.optim.steps, overridden.out_dir) == (7, str(tmp_path))

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -51,12 +52,16 @@ class DataSection(_Strict):
     seed: int = Field(0, ge=0)
 
 
+Trainable = Literal["all", "head"]
+
+
 class OptimSection(_Strict):
     steps: int = Field(1000, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup: int = Field(100, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    trainable: Trainable = Field("all", description='"head": train only the quantile head, the body stays frozen')
 
 
 class TrainConfig(_Strict):
@@ -132,6 +137,16 @@ def _lr_at(step: int, cfg: OptimSection) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def trainable_parameters(net: MISTNetwork, trainable: Trainable) -> list[torch.nn.Parameter]:
+    """The parameters to optimize; with ``"head"`` every other parameter is frozen (``requires_grad=False``), so
+    the body builds no autograd graph and a step costs little more than a forward pass."""
+    if trainable == "all":
+        return list(net.parameters())
+    net.requires_grad_(False)
+    net.head.requires_grad_(True)
+    return list(net.head.parameters())
+
+
 def _setup_distributed() -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -160,7 +175,8 @@ def fit(
     torch.manual_seed(cfg.data.seed)
     net_cfg = NetworkConfig(**cfg.model.model_dump())
     net = MISTNetwork(net_cfg).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    params = trainable_parameters(net, cfg.optim.trainable)
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     step, history, init_from = 0, [], None
     if resume and last.exists():
         ckpt = load_checkpoint(last, device)
@@ -201,7 +217,7 @@ def fit(
         loss = pinball_loss(net.to_scale(pred.float()), net.to_scale(mi), net.taus)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
         opt.step()
         step += 1
         seen += len(mi) * world

@@ -144,6 +144,16 @@ def test_training_lowers_loss_saves_resumes_and_loads(tmp_path: Path):
         assert torch.equal(network_from_checkpoint(ckpt)(x, y), network_from_checkpoint(shipped)(x, y))
 
 
+def test_head_only_training_changes_the_head_and_nothing_else(tmp_path: Path):
+    cfg = _tiny_config(tmp_path / "start", 3)
+    start = load_checkpoint(train(cfg, progress=False))["model"]
+    head_only = cfg.optim.model_copy(update={"trainable": "head"})
+    tuned_cfg = cfg.model_copy(update={"out_dir": str(tmp_path / "head"), "optim": head_only})
+    tuned = load_checkpoint(train(tuned_cfg, init=str(tmp_path / "start" / "last.pt"), progress=False))["model"]
+    changed = {k for k in start if not torch.equal(start[k], tuned[k])}
+    assert changed and all(k.startswith("head.") for k in changed)
+
+
 def test_checkpoint_load_refuses_code(tmp_path: Path):
     class Evil:
         def __reduce__(self):

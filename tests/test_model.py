@@ -287,5 +287,14 @@ def test_train_config_errors_name_the_field(tmp_path: Path):
     bad.write_text('[model]\nscale = "log"\n')
     with pytest.raises(ConfigError, match=r"model\.scale"):
         load_train_config(bad)
+    bad.write_text('[optim]\ntrainable = "body"\n')
+    with pytest.raises(ConfigError, match=r"optim\.trainable"):
+        load_train_config(bad)
     overridden = load_train_config(ROOT / "configs/train/tiny.toml", steps=7, out_dir=str(tmp_path))
     assert (overridden.optim.steps, overridden.out_dir) == (7, str(tmp_path))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs/train").glob("*.toml")), ids=lambda p: p.name)
+def test_every_training_config_in_the_repo_is_valid(path: Path):
+    cfg = load_train_config(path)
+    assert cfg.optim.steps >= 1 and Path(ROOT / cfg.data.meta_config).is_file()

@@ -297,4 +297,4 @@ def test_train_config_errors_name_the_field(tmp_path: Path):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs/train").glob("*.toml")), ids=lambda p: p.name)
 def test_every_training_config_in_the_repo_is_valid(path: Path):
     cfg = load_train_config(path)
-    assert cfg.optim.steps >= 1 and Path(ROOT / cfg.data.meta_config).is_file()
+    assert cfg.optim.steps >= 1 and (ROOT / cfg.data.meta_config).is_file()

@@ -91,6 +91,44 @@ class MixtureSpec(FamilySpec):
     max_mc_samples: int = Field(400_000, ge=1000)
 
 
+GMM_LAYOUTS = ("ring", "curve", "cross", "grid")
+FUNCTIONAL_KINDS = ("smooth", "radius", "periodic")
+
+
+class GeometricMixtureSpec(FamilySpec):
+    """Many-component Gaussian mixture in the joint (X, Y) space whose means lie on a random geometry
+    (closed or open curves, crossing lines, lattice cells): non-monotone dependence. MI by Monte Carlo."""
+
+    components: IntRange = IntRange(low=4, high=24)
+    layouts: tuple[Literal["ring", "curve", "cross", "grid"], ...] = ("ring", "curve", "cross")
+    max_se_nats: float = Field(0.01, gt=0.0)
+    max_mc_samples: int = Field(131_072, ge=4096)
+
+    @model_validator(mode="after")
+    def _valid(self) -> GeometricMixtureSpec:
+        if not self.layouts:
+            raise ValueError("layouts must not be empty")
+        if self.components.low < 2:
+            raise ValueError("components must be >= 2")
+        return self
+
+
+class FunctionalSpec(FamilySpec):
+    """Noisy functional links Y_j = f_j(U_j) + σ_j ε with random non-monotone f; U_j is a coordinate of X
+    ("smooth", "periodic") or the radius of a block of X coordinates ("radius"). MI by 1-D quadrature."""
+
+    kinds: tuple[Literal["smooth", "radius", "periodic"], ...] = ("smooth", "radius")
+    channels: IntRange = IntRange(low=1, high=3)
+
+    @model_validator(mode="after")
+    def _valid(self) -> FunctionalSpec:
+        if not self.kinds:
+            raise ValueError("kinds must not be empty")
+        if self.channels.low < 1:
+            raise ValueError("channels must be >= 1")
+        return self
+
+
 class FamiliesConfig(_Strict):
     """Weights and options of each family; a family left out is not drawn."""
 
@@ -102,6 +140,8 @@ class FamiliesConfig(_Strict):
     student_t: StudentTSpec | None = None
     uniform_noise: FamilySpec | None = None
     mixture: MixtureSpec | None = None
+    gmm: GeometricMixtureSpec | None = None
+    functional: FunctionalSpec | None = None
 
     @model_validator(mode="after")
     def _some_weight(self) -> FamiliesConfig:
@@ -160,6 +200,9 @@ class MetaConfig(_Strict):
     mi_prior: MIPrior = MIPrior()
     families: FamiliesConfig
     transforms: TransformsConfig = TransformsConfig()
+    # Tasks drawn from each distribution (new samples, n and reshaping each time): a Monte Carlo or quadrature
+    # truth is computed once per distribution and reused.
+    tasks_per_distribution: int = Field(4, ge=1, le=64)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.special import digamma, gammaln
 
-from metadata_gen.config import FamilySpec, MixtureSpec, StudentTSpec
+from metadata_gen.config import FamilySpec, FunctionalSpec, GeometricMixtureSpec, MixtureSpec, StudentTSpec
 
 Sampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
@@ -192,9 +192,19 @@ def student_t_correction(nu: float, dx: int, dy: int) -> float:
     return float(g(dx) + g(dy) - g(dx + dy))
 
 
+def student_t_nu(rng: np.random.Generator, spec: StudentTSpec) -> float:
+    """ν log-uniform in the spec's range, rounded to a whole number (≥ 1): the batched sampler draws χ²_ν as a
+    sum of ν squared normals, which is exact only for whole ν."""
+    nu = np.exp(rng.uniform(np.log(spec.nu.low), np.log(spec.nu.high)))
+    return float(max(1, min(round(nu), MAX_NU)))
+
+
+MAX_NU = 30
+
+
 def student_t(rng: np.random.Generator, dx: int, dy: int, target: float, spec: StudentTSpec):
-    """Multivariate t with shared dispersion Σ and ν degrees of freedom (ν log-uniform in the spec's range)."""
-    nu = float(np.exp(rng.uniform(np.log(spec.nu.low), np.log(spec.nu.high))))
+    """Multivariate t with shared dispersion Σ and ν degrees of freedom (ν from :func:`student_t_nu`)."""
+    nu = student_t_nu(rng, spec)
     correction = student_t_correction(nu, dx, dy)
     cov = _canonical_cov(rng, dx, dy, max(target - correction, 0.0))
     gauss = _gaussian_sampler(cov, dx)
@@ -242,7 +252,7 @@ def uniform_noise(rng: np.random.Generator, dx: int, dy: int, target: float, spe
         return x, y
 
     mi = float(sum(uniform_noise_mi(e) for e in eps))
-    return JointDistribution("uniform_noise", dx, dy, mi, sample, params={"eps": eps, "pairs": k})
+    return JointDistribution("uniform_noise", dx, dy, mi, sample, params={"eps": eps, "pairs": k, "ix": ix, "iy": iy})
 
 
 # ---------------------------------------------------------------- Gaussian mixture (Monte Carlo)
@@ -324,24 +334,149 @@ def monte_carlo_mi(
     return mean, se
 
 
-def mixture(rng: np.random.Generator, dx: int, dy: int, target: float, spec: MixtureSpec):
-    """Gaussian mixture in the joint (X, Y) space: MI has no closed form, so it is estimated by Monte Carlo
-    of the pointwise MI from exact densities, with its standard error recorded."""
+def mixture_params(rng: np.random.Generator, dx: int, dy: int, target: float, spec: MixtureSpec) -> dict:
+    """Parameters of the ``mixture`` family: a few components with correlated covariances and random means."""
     k = int(rng.integers(spec.components.low, spec.components.high + 1))
-    d = dx + dy
     weights = rng.dirichlet(np.full(k, 2.0))
     share = rng.uniform(0.2, 0.8)  # part of the target carried by within-component correlation
     covs = np.stack([_canonical_cov(rng, dx, dy, target * share) for _ in range(k)])
-    spread = rng.uniform(0.5, 3.0)
-    means = spread * rng.standard_normal((k, d))
-    mi, se = monte_carlo_mi(rng, dx, weights, means, covs, spec.max_se_nats, spec.max_mc_samples)
+    means = rng.uniform(0.5, 3.0) * rng.standard_normal((k, dx + dy))
+    return {"weights": weights, "means": means, "covs": covs}
+
+
+def _mixture_distribution(family: str, rng, dx: int, dy: int, params: dict, max_se: float, max_samples: int):
+    weights, means, covs = params["weights"], params["means"], params["covs"]
+    mi, se = monte_carlo_mi(rng, dx, weights, means, covs, max_se, max_samples)
 
     def sample(r: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         z = _sample_mixture(r, n, weights, means, covs)
         return z[:, :dx], z[:, dx:]
 
-    params = {"weights": weights, "means": means, "covs": covs}
-    return JointDistribution("mixture", dx, dy, max(mi, 0.0), sample, mi_se=se, params=params)
+    return JointDistribution(family, dx, dy, max(mi, 0.0), sample, mi_se=se, params=params)
+
+
+def mixture(rng: np.random.Generator, dx: int, dy: int, target: float, spec: MixtureSpec):
+    """Gaussian mixture in the joint (X, Y) space: MI has no closed form, so it is estimated by Monte Carlo
+    of the pointwise MI from exact densities, with its standard error recorded."""
+    params = mixture_params(rng, dx, dy, target, spec)
+    return _mixture_distribution("mixture", rng, dx, dy, params, spec.max_se_nats, spec.max_mc_samples)
+
+
+# ---------------------------------------------------------------- geometric mixture (non-monotone, Monte Carlo)
+
+
+def _layout_means(rng: np.random.Generator, layout: str, k: int, d: int) -> np.ndarray:
+    """k component means in R^d on a random geometry; see :class:`GeometricMixtureSpec`."""
+    if layout in ("ring", "curve"):  # a random Fourier curve: closed (ring) or an open arc of it (curve)
+        span = 2 * np.pi if layout == "ring" else rng.uniform(0.4, 1.2) * 2 * np.pi
+        t = (np.arange(k) + (0.5 if layout == "ring" else 0.0)) * span / (k if layout == "ring" else k - 1)
+        harmonics = int(rng.integers(1, 4))
+        coef = rng.standard_normal((harmonics, 2, d)) / np.arange(1, harmonics + 1)[:, None, None]
+        m = np.arange(1, harmonics + 1)[:, None] * t[None, :]  # (H, k)
+        return np.einsum("hk,hd->kd", np.cos(m), coef[:, 0]) + np.einsum("hk,hd->kd", np.sin(m), coef[:, 1])
+    if layout == "cross":  # two (or three) lines through one point
+        lines = int(rng.integers(2, 4))
+        dirs = rng.standard_normal((lines, d))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        t = rng.uniform(-1.0, 1.0, k)
+        return t[:, None] * dirs[np.arange(k) % lines]
+    if layout == "grid":  # k random cells of a small lattice (checkerboard-like)
+        side = int(rng.integers(2, 5))
+        return rng.integers(0, side, size=(k, d)).astype(float) + 0.1 * rng.standard_normal((k, d))
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def gmm_params(rng: np.random.Generator, dx: int, dy: int, target: float, spec: GeometricMixtureSpec) -> dict:
+    """Means on a random geometry, scaled to unit spread per coordinate; diagonal component covariances whose
+    width (relative to the spacing of the means) shrinks as the target MI grows. MI ≤ log k."""
+    k = int(rng.integers(spec.components.low, spec.components.high + 1))
+    layout = spec.layouts[rng.integers(len(spec.layouts))]
+    means = _layout_means(rng, layout, k, dx + dy)
+    means = (means - means.mean(0)) / np.maximum(means.std(0), 1e-3)
+    gaps = np.linalg.norm(means[:, None] - means[None], axis=-1) + np.diag(np.full(k, np.inf))
+    spacing = np.median(gaps.min(1))
+    width = np.clip(1.2 * np.exp(-0.5 * target + rng.uniform(-0.7, 0.7)), 0.08, 3.0)
+    stds = spacing * width * np.exp(rng.uniform(-0.3, 0.3, size=(k, dx + dy)))
+    return {"weights": rng.dirichlet(np.full(k, 5.0)), "means": means, "variances": stds**2, "layout": layout}
+
+
+def gmm(rng: np.random.Generator, dx: int, dy: int, target: float, spec: GeometricMixtureSpec):
+    """Geometric Gaussian mixture (rings, arcs, crossing lines, lattice cells); MI by Monte Carlo."""
+    params = gmm_params(rng, dx, dy, target, spec)
+    full = {**params, "covs": np.stack([np.diag(v) for v in params["variances"]])}
+    return _mixture_distribution("gmm", rng, dx, dy, full, spec.max_se_nats, spec.max_mc_samples)
+
+
+# ---------------------------------------------------------------- noisy functional links (quadrature)
+
+FUNCTION_TERMS = 4  # f(u) = a0 sin(ω u + φ) + a1 (u² − 1)/√2 + a2 u + a3 (|u| − √(2/π)), then standardized
+
+
+def functional_params(rng: np.random.Generator, dx: int, dy: int, target: float, spec: FunctionalSpec) -> dict:
+    """Channels c = 0..k−1: U_c is X_c (``smooth``, ``periodic``) or, for ``radius``, one channel whose U is the
+    norm of the first m coordinates of X; Y_c = f_c(U_c) + σ_c ε; the other coordinates are independent noise.
+    ``radius_dims`` is 0 for coordinate channels."""
+    kind = spec.kinds[rng.integers(len(spec.kinds))]
+    most = 1 if kind == "radius" else min(dx, dy, spec.channels.high)
+    k = int(rng.integers(min(spec.channels.low, most), most + 1))
+    coef = rng.standard_normal((k, FUNCTION_TERMS)) * np.array([1.0, 0.8, 0.4, 0.6])
+    freq = rng.uniform(3.0, 6.0, k) if kind == "periodic" else rng.uniform(0.5, 2.0, k)
+    if kind == "periodic":
+        coef[:, 0] = np.abs(coef[:, 0]) + 1.0
+        coef[:, 1:] *= 0.3
+    noise = np.clip(np.exp(-_split(rng, target, k) + rng.uniform(-0.5, 0.5, k)), 0.03, 3.0)
+    return {
+        "kind": kind,
+        "coef": coef,
+        "freq": freq,
+        "phase": rng.uniform(0, 2 * np.pi, k),
+        "noise": noise,
+        "radius_dims": int(rng.integers(1, dx + 1)) if kind == "radius" else 0,
+    }
+
+
+def link_function(u: np.ndarray, coef: np.ndarray, freq: float, phase: float) -> np.ndarray:
+    """The raw (unstandardized) link f(u) of one channel; see :data:`FUNCTION_TERMS`."""
+    terms = [np.sin(freq * u + phase), (u * u - 1) / np.sqrt(2), u, np.abs(u) - np.sqrt(2 / np.pi)]
+    return sum(c * t for c, t in zip(coef, terms, strict=True))
+
+
+def functional(rng: np.random.Generator, dx: int, dy: int, target: float, spec: FunctionalSpec):
+    """Y_c = f_c(U_c) + σ_c ε with random non-monotone f_c; MI = Σ_c [h(f_c(U_c) + σ_c ε) − h(σ_c ε)] by
+    quadrature (see :mod:`metadata_gen.truth`)."""
+    from metadata_gen.truth import functional_mi, link_standardization
+
+    params = functional_params(rng, dx, dy, target, spec)
+    mi = float(functional_mi([params], [dx])[0])
+    center, scale = link_standardization(params)
+    k, m = len(params["noise"]), params["radius_dims"]
+
+    def sample(r: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = r.standard_normal((n, dx)), r.standard_normal((n, dy))
+        u = np.linalg.norm(x[:, :m], axis=1, keepdims=True) if m else x[:, :k]
+        for c in range(k):
+            f = (link_function(u[:, min(c, u.shape[1] - 1)], params["coef"][c], params["freq"][c],
+                               params["phase"][c]) - center[c]) / scale[c]  # fmt: skip
+            y[:, c] = f + params["noise"][c] * y[:, c]
+        return x, y
+
+    return JointDistribution("functional", dx, dy, mi, sample, params=params)
+
+
+# Families whose truth is costly (Monte Carlo or quadrature): their parameters can be drawn without it, consuming
+# the random stream exactly as the full builder does; the batched generator computes the truth in one call.
+PARAMETERS: dict[str, Callable[..., dict]] = {
+    "mixture": mixture_params,
+    "gmm": gmm_params,
+    "functional": functional_params,
+}
+
+
+def draw_parameters(rng: np.random.Generator, family: str, dx: int, dy: int, target: float, spec) -> dict:
+    """The parameters of one distribution of ``family``, as the reference builder would draw them."""
+    if family in PARAMETERS:
+        return PARAMETERS[family](rng, dx, dy, target, spec)
+    return FAMILIES[family](rng, dx, dy, target, spec).params
 
 
 FAMILIES: dict[str, Callable[..., JointDistribution]] = {
@@ -353,4 +488,6 @@ FAMILIES: dict[str, Callable[..., JointDistribution]] = {
     "student_t": student_t,
     "uniform_noise": uniform_noise,
     "mixture": mixture,
+    "gmm": gmm,
+    "functional": functional,
 }

@@ -16,7 +16,16 @@ import torch
 
 from metadata_gen.config import MetaConfig, TransformsConfig
 from metadata_gen.families import FAMILIES, JointDistribution
-from metadata_gen.transforms import Chain, Coordinatewise, Linear, RandomFlow, Spiral, Standardize
+from metadata_gen.transforms import (
+    FLOW_BANK,
+    Chain,
+    Coordinatewise,
+    Linear,
+    RandomFlow,
+    Spiral,
+    Standardize,
+    banked_flow,
+)
 
 PILOT_SAMPLES = 256
 
@@ -64,10 +73,46 @@ def draw_target_mi(rng: np.random.Generator, config: MetaConfig) -> float:
     return float(rng.uniform(0.0, prior.max_nats))
 
 
-def draw_shape(rng: np.random.Generator, config: MetaConfig) -> tuple[int, int, int]:
+def distribution_rng(seed: int, dist_id: int) -> np.random.Generator:
+    """The stream of distribution ``dist_id``: family, target MI, dims and parameters."""
+    return np.random.default_rng(np.random.SeedSequence([seed, DISTRIBUTION_STREAM, dist_id]))
+
+
+DISTRIBUTION_STREAM = 7_340_033
+
+
+def draw_n(rng: np.random.Generator, config: MetaConfig) -> int:
     d = config.dims
-    n = int(np.exp(rng.uniform(np.log(d.n.low), np.log(d.n.high + 1))))
-    return min(n, d.n.high), int(rng.integers(d.dx.low, d.dx.high + 1)), int(rng.integers(d.dy.low, d.dy.high + 1))
+    return min(int(np.exp(rng.uniform(np.log(d.n.low), np.log(d.n.high + 1)))), d.n.high)
+
+
+def draw_dims(rng: np.random.Generator, config: MetaConfig) -> tuple[int, int]:
+    d = config.dims
+    return int(rng.integers(d.dx.low, d.dx.high + 1)), int(rng.integers(d.dy.low, d.dy.high + 1))
+
+
+def draw_shape(rng: np.random.Generator, config: MetaConfig) -> tuple[int, int, int]:
+    return draw_n(rng, config), *draw_dims(rng, config)
+
+
+@dataclass
+class DistributionDraw:
+    """What a distribution is made of, before any sampling: family, target MI, dims and parameters."""
+
+    dist_id: int
+    family: str
+    target: float
+    dx: int
+    dy: int
+    rng: np.random.Generator  # positioned after the draws above: the reference builder continues from here
+
+
+def draw_distribution(config: MetaConfig, seed: int, dist_id: int, dims: tuple[int, int] | None) -> DistributionDraw:
+    rng = distribution_rng(seed, dist_id)
+    drawn = draw_dims(rng, config)
+    dx, dy = dims if dims is not None else drawn
+    family = draw_family(rng, config)
+    return DistributionDraw(dist_id, family, draw_target_mi(rng, config), dx, dy, rng)
 
 
 def draw_family(rng: np.random.Generator, config: MetaConfig) -> str:
@@ -77,52 +122,77 @@ def draw_family(rng: np.random.Generator, config: MetaConfig) -> str:
     return names[rng.choice(len(names), p=weights / weights.sum())]
 
 
-def build_reshaping(rng: np.random.Generator, pilot: np.ndarray, spec: TransformsConfig) -> Chain:
-    """Draw one side's chain of MI-preserving maps. Standardizations inside the chain are fitted on an
-    independent pilot sample, so the chain is a fixed bijection, not a function of the task's own data."""
-    d = pilot.shape[1]
-    chain = Chain([])
+@dataclass
+class Reshaping:
+    """One side's randomly drawn MI-preserving maps, in the order they are applied (``None``: stage skipped).
+    Each applied stage is preceded by a standardization fitted on a pilot sample."""
 
-    def push(t) -> None:
-        nonlocal pilot
-        chain.parts.append(t)
-        pilot = t.forward(pilot)
+    linear: Linear | None = None
+    spiral: Spiral | None = None
+    flow: RandomFlow | None = None
+    flow_id: int = -1
+    coordinatewise: Coordinatewise | None = None
 
-    push(Standardize.fit(pilot))
+    def stages(self) -> list:
+        return [t for t in (self.linear, self.spiral, self.flow, self.coordinatewise) if t is not None]
+
+
+def draw_reshaping(rng: np.random.Generator, d: int, spec: TransformsConfig) -> Reshaping:
+    """Draw one side's maps (no data involved: the batched and the reference paths share these draws)."""
+    out = Reshaping()
     if rng.uniform() < spec.linear.probability:
-        push(Linear.random(rng, d))
+        out.linear = Linear.random(rng, d)
     if d >= 2 and rng.uniform() < spec.spiral.probability:
-        push(Standardize.fit(pilot))
-        push(Spiral.random(rng, d))
+        out.spiral = Spiral.random(rng, d)
     if d >= 2 and rng.uniform() < spec.flow.probability:
-        push(Standardize.fit(pilot))
-        push(RandomFlow.random(rng, d, spec.flow))
+        out.flow_id = int(rng.integers(FLOW_BANK))
+        out.flow = banked_flow(d, spec.flow, out.flow_id)
     if rng.uniform() < spec.coordinatewise.probability:
-        push(Standardize.fit(pilot))
-        push(Coordinatewise.random(rng, d, spec.coordinatewise.kinds))
+        out.coordinatewise = Coordinatewise.random(rng, d, spec.coordinatewise.kinds)
+    return out
+
+
+def reshaping_rng(seed: int, index: int) -> np.random.Generator:
+    """The stream of task ``index``'s reshaping maps (disjoint from its sampling stream)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, RESHAPING_STREAM, index]))
+
+
+RESHAPING_STREAM = 5_767_169
+
+
+def build_reshaping(maps: Reshaping, pilot: np.ndarray) -> Chain:
+    """One side's chain of MI-preserving maps. Standardizations inside the chain are fitted on an
+    independent pilot sample, so the chain is a fixed bijection, not a function of the task's own data."""
+    chain = Chain([])
+    for t in maps.stages():
+        for part in (Standardize.fit(pilot), t):
+            chain.parts.append(part)
+            pilot = part.forward(pilot)
     return chain
 
 
-def build_distribution(rng: np.random.Generator, config: MetaConfig, dx: int, dy: int) -> JointDistribution:
-    family = draw_family(rng, config)
-    spec = config.families.enabled()[family]
-    return FAMILIES[family](rng, dx, dy, draw_target_mi(rng, config), spec)
+def build_distribution(draw: DistributionDraw, config: MetaConfig) -> JointDistribution:
+    spec = config.families.enabled()[draw.family]
+    return FAMILIES[draw.family](draw.rng, draw.dx, draw.dy, draw.target, spec)
 
 
 def sample_task(
     config: MetaConfig, index: int, seed: int | None = None, shape: tuple[int, int, int] | None = None
 ) -> Task:
-    """Draw task ``index`` of the meta-distribution (deterministic in ``(seed, index)``).
+    """Draw task ``index`` of the meta-distribution (deterministic in ``(seed, index)``): the reference path,
+    one task at a time in numpy. Tasks ``index // config.tasks_per_distribution`` share one distribution.
 
     ``shape = (n, dx, dy)`` overrides the config's shape prior (the trainer uses it to bucket batches).
     """
-    rng = task_rng(config.seed if seed is None else seed, index)
-    drawn = draw_shape(rng, config)
-    n, dx, dy = shape if shape is not None else drawn
-    dist = build_distribution(rng, config, dx, dy)
+    seed = config.seed if seed is None else seed
+    rng = task_rng(seed, index)
+    n = draw_n(rng, config) if shape is None else shape[0]
+    draw = draw_distribution(config, seed, index // config.tasks_per_distribution, None if shape is None else shape[1:])
+    dist = build_distribution(draw, config)
     pilot_x, pilot_y = dist.sample(rng, PILOT_SAMPLES)
-    chain_x = build_reshaping(rng, pilot_x, config.transforms)
-    chain_y = build_reshaping(rng, pilot_y, config.transforms)
+    maps_rng = reshaping_rng(seed, index)
+    chain_x = build_reshaping(draw_reshaping(maps_rng, dist.dx, config.transforms), pilot_x)
+    chain_y = build_reshaping(draw_reshaping(maps_rng, dist.dy, config.transforms), pilot_y)
     x, y = dist.sample(rng, n)
     return Task(
         x=chain_x.forward(x).astype(np.float32),

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from metadata_gen.config import MetaConfig
-from metadata_gen.sampler import Task, iter_tasks
+from metadata_gen.sampler import Task
 
 CHUNK_SIZE = 500
 
@@ -39,10 +39,13 @@ def _write_chunk(args: tuple[MetaConfig, int, int, int, str]) -> int:
     config, seed, start, stop, out = args
     import torch
 
+    from metadata_gen.batched import BatchGenerator
+
     torch.set_num_threads(1)
     chunk = start // CHUNK_SIZE
     metas, parts, offset = [], [], 0
-    for task in iter_tasks(config, start, stop, seed):
+    batches = BatchGenerator(config, seed).generate(range(start, stop))
+    for task in sorted((t for b in batches for t in b.tasks()), key=lambda t: t.index):
         meta = task.meta()
         meta["offset"] = offset
         metas.append(meta)

@@ -7,6 +7,8 @@ map is a bijection of one side only, I(f(X); g(Y)) = I(X; Y).
 
 from __future__ import annotations
 
+import functools
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -279,16 +281,35 @@ class RandomFlow(Transform):
 
     @classmethod
     def random(cls, rng: np.random.Generator, d: int, spec: FlowSpec) -> RandomFlow:
+        """One flow of the bank (see :func:`banked_flow`), picked with ``rng``."""
+        return banked_flow(d, spec, int(rng.integers(FLOW_BANK)))
+
+    @classmethod
+    def build(cls, gen: torch.Generator, d: int, spec: FlowSpec) -> RandomFlow:
         if d < 2:
             raise ValueError("a flow needs d >= 2")
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        n_layers = int(rng.integers(spec.layers.low, spec.layers.high + 1))
+        n_layers = int(torch.randint(spec.layers.low, spec.layers.high + 1, (1,), generator=gen))
         layers, fast, kinds = [], [], []
         for i in range(n_layers):
-            kind = spec.kinds[rng.integers(len(spec.kinds))]
+            kind = spec.kinds[int(torch.randint(len(spec.kinds), (1,), generator=gen))]
             layer = _build_flow_layer(kind, d, spec.hidden, spec.strength, reverse=bool(i % 2))
             _randomize(layer, gen, spec.strength if kind == "masked_affine" else 1.0)
             layers.append(layer.double().eval())  # float64: float32 splines lose invertibility
             fast.append(kind == "autoregressive_spline")
             kinds.append(kind)
         return cls(layers, fast, kinds)
+
+
+FLOW_BANK = 8  # random flows per (dimension, flow spec); each task composes one with its own linear map
+
+
+@functools.lru_cache(maxsize=1024)
+def banked_flow(d: int, spec: FlowSpec, flow_id: int) -> RandomFlow:
+    """Flow ``flow_id`` of a fixed bank of random normflows flows for dimension ``d``.
+
+    A task composes a bank flow with its own random linear map and standardizations, so tasks stay diverse
+    while the batched generator pushes all tasks that share a flow through it in one call (normflows layers
+    are modules with their own weights; one module per task would mean one call per task).
+    """
+    key = zlib.crc32(f"{d}|{spec.model_dump_json()}|{flow_id}".encode())
+    return RandomFlow.build(torch.Generator().manual_seed(key), d, spec)

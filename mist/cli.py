@@ -71,7 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.check_tasks < 0:
         raise UserError("--check-tasks must be >= 0 (0 skips the quality checks)")
     est = Estimator.load(args.checkpoint)
-    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    suites = [*SUITES, "textbook"] if args.suite == "all" else [args.suite]
     reports = [evaluate(est, s, args.tasks_per_bucket, progress=not args.quiet) for s in suites]
     checks = quality_checks(est, args.check_tasks, progress=not args.quiet) if args.check_tasks else None
     for r in reports:
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on held-in / held-out suites against baselines")
     e.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
-    e.add_argument("--suite", choices=["held-in", "held-out", "all"], default="all")
+    e.add_argument("--suite", choices=["held-in", "held-out", "textbook", "all"], default="all")
     e.add_argument("--tasks-per-bucket", type=int, default=30)
     e.add_argument("--check-tasks", type=int, default=40, help="tasks per quality check (0: skip the checks)")
     e.add_argument("--out", default="runs/evaluation")

@@ -35,8 +35,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def network_config(ckpt: dict[str, Any]) -> NetworkConfig:
     cfg = dict(ckpt["network"])
     cfg["quantiles"] = tuple(cfg["quantiles"])
-    cfg.setdefault("head_stats", 5)  # checkpoints written before head_stats existed
-    cfg.setdefault("scale", "nats")  # checkpoints written before the scale option existed
+    known = set(NetworkConfig.__dataclass_fields__)
+    if not set(cfg) <= known or "knn_rows" not in cfg:
+        raise ValueError("checkpoint was written for an older network (before 0.2); retrain or use a 0.1 release")
     return NetworkConfig(**cfg)
 
 

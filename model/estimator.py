@@ -55,6 +55,11 @@ class Estimate:
         return d
 
 
+def _drop_constant_columns(a: np.ndarray) -> np.ndarray:
+    """Constant columns carry no information about the other side (their scores would all be 0)."""
+    return a[:, np.ptp(a, axis=0) > 0]
+
+
 def default_checkpoint_path() -> Path:
     return Path(os.environ.get("MIST_CHECKPOINT", DEFAULT_CHECKPOINT))
 
@@ -113,6 +118,16 @@ class Estimator:
         if method != "mist":
             fn = baselines.BASELINES[method]
             return [Estimate(method, fn(x, y), n=len(x), dx=x.shape[1], dy=y.shape[1]) for x, y in checked]
-        xs, ys = [c[0] for c in checked], [c[1] for c in checked]
-        grid_q = self._grid_quantiles(xs, ys)
-        return [self._answer(g, qs, x, y) for g, x, y in zip(grid_q, xs, ys, strict=True)]
+        out: list[Estimate | None] = [None] * len(checked)
+        informative = []
+        for i, (x, y) in enumerate(checked):
+            x_used, y_used = _drop_constant_columns(x), _drop_constant_columns(y)
+            if x_used.shape[1] == 0 or y_used.shape[1] == 0:  # a constant side carries no information: exactly 0
+                out[i] = self._answer(np.zeros(len(self.grid)), qs, x, y)
+            else:
+                informative.append((i, x_used, y_used))
+        if informative:
+            grid_q = self._grid_quantiles([t[1] for t in informative], [t[2] for t in informative])
+            for g, (i, _, _) in zip(grid_q, informative, strict=True):
+                out[i] = self._answer(g, qs, *checked[i])
+        return out

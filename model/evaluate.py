@@ -20,7 +20,7 @@ from model.estimator import Estimator
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = {"held-in": ROOT / "configs/meta/default.toml", "held-out": ROOT / "configs/meta/heldout.toml"}
-N_BUCKETS = ((100, 500), (500, 2000), (2000, 5000))
+N_BUCKETS = ((100, 500), (500, 2000), (2000, 5001))
 SUITE_SEED_OFFSET = 10_000_019  # disjoint from every training seed stream
 MAX_DIM = 16  # dims per side in the suites (the training range)
 PRECISE = "n>=1000, MI<=3"  # the group of the quality bar's precision target
@@ -46,7 +46,7 @@ def suite_tasks(meta: MetaConfig, tasks_per_bucket: int, max_dim: int = MAX_DIM)
 
 def _bucket(n: int) -> str:
     for lo, hi in N_BUCKETS:
-        if lo <= n < hi or (hi == N_BUCKETS[-1][1] and n == hi):
+        if lo <= n < hi:
             return f"{lo}-{hi}"
     return "other"
 
@@ -70,10 +70,69 @@ def _summarize(rows: list[dict]) -> dict:
     return out
 
 
+TEXTBOOK_N = (200, 1000, 5000)
+TEXTBOOK_SEEDS = 10
+
+
+def _gaussian_pairs(rng: np.random.Generator, n: int, rho: float, pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.standard_normal((n, pairs))
+    return x, rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((n, pairs))
+
+
+def _textbook_task(group: str, n: int, seed: int) -> Task:
+    """One task of the textbook suite, with its exact truth (Monte Carlo for the ring mixture)."""
+    from metadata_gen.config import GeometricMixtureSpec
+    from metadata_gen.families import gmm, student_t_correction, uniform_noise_mi
+
+    rng = np.random.default_rng([seed, n, sum(map(ord, group))])
+    kind, _, value = group.partition(" ")
+    if kind in ("gauss", "gauss-warped"):
+        rho = float(value.split("=")[1])
+        x, y = _gaussian_pairs(rng, n, rho, 1)
+        if kind == "gauss-warped":
+            x, y = np.exp(x), y**3
+        mi = -0.5 * np.log1p(-(rho**2))
+    elif kind == "gauss-5pairs":
+        x, y = _gaussian_pairs(rng, n, 0.7, 5)
+        mi = -2.5 * np.log1p(-0.49)
+    elif kind == "uniform":
+        eps = float(value.split("=")[1])
+        x = rng.uniform(size=(n, 1))
+        y, mi = x + eps * rng.uniform(size=(n, 1)), uniform_noise_mi(eps)
+    elif kind == "student-t3":
+        d = int(value.split("=")[1])
+        x, y = _gaussian_pairs(rng, n, 0.6, d)
+        w = np.sqrt(rng.chisquare(3, size=(n, 1)) / 3)
+        x, y = x / w, y / w
+        mi = -0.5 * d * np.log1p(-0.36) + student_t_correction(3.0, d, d)
+    elif kind == "ring-mixture":
+        spec = GeometricMixtureSpec(layouts=("ring",), components={"low": 12, "high": 12})
+        dist = gmm(np.random.default_rng(2024), 1, 1, 2.0, spec)
+        x, y = dist.sample(rng, n)
+        mi = dist.mi
+    else:
+        raise ValueError(f"unknown textbook group {group!r}")
+    return Task(x.astype(np.float32), y.astype(np.float32), float(mi), 0.0, group)
+
+
+TEXTBOOK_GROUPS = (
+    *(f"gauss rho={r}" for r in (0.0, 0.3, 0.6, 0.8, 0.95, 0.99)),
+    *(f"gauss-warped rho={r}" for r in (0.0, 0.3, 0.6, 0.8, 0.95, 0.99)),
+    "gauss-5pairs rho=0.7", "uniform eps=0.1", "uniform eps=0.5", "student-t3 d=1", "student-t3 d=5", "ring-mixture",
+)  # fmt: skip
+
+
+def textbook_tasks(seeds: int = TEXTBOOK_SEEDS) -> list[Task]:
+    return [_textbook_task(g, n, s) for g in TEXTBOOK_GROUPS for n in TEXTBOOK_N for s in range(seeds)]
+
+
 def evaluate(estimator: Estimator, suite: str, tasks_per_bucket: int = 30, progress: bool = True) -> dict:
-    """Run one suite; returns {"overall": ..., "by_bucket": ..., "by_family": ..., "calibration": ...}."""
-    meta = load_config(SUITES[suite])
-    tasks = suite_tasks(meta, tasks_per_bucket)
+    """Run one suite; returns {"overall": ..., "by_bucket": ..., "by_family": ..., "calibration": ...}.
+    ``textbook`` takes ``tasks_per_bucket`` as the number of seeds per group and n (at most 10 are meaningful)."""
+    if suite == "textbook":
+        tasks = textbook_tasks(min(tasks_per_bucket, TEXTBOOK_SEEDS))
+    else:
+        tasks = suite_tasks(load_config(SUITES[suite]), tasks_per_bucket)
     rows, taus = [], np.asarray(estimator.grid)
     below = []
     for t in tqdm(tasks, desc=f"evaluate {suite}", disable=not progress):
@@ -87,7 +146,7 @@ def evaluate(estimator: Estimator, suite: str, tasks_per_bucket: int = 30, progr
     groups: dict[str, dict[str, list]] = {"by_bucket": defaultdict(list), "by_family": defaultdict(list)}
     for r in rows:
         groups["by_bucket"][_bucket(r["n"])].append(r)
-        groups["by_family"][r["family"]].append(r)
+        groups["by_family"][r["family"] if suite != "textbook" else f"{r['family']} n={r['n']}"].append(r)
     frac_below = np.mean(below, axis=0)
     precise = [r for r in rows if r["n"] >= 1000 and r["mi"] <= 3.0]
     return {

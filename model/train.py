@@ -23,8 +23,9 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import mist
+from metadata_gen.batched import BatchGenerator
 from metadata_gen.config import ConfigError, MetaConfig, load_config, read_config_file
-from metadata_gen.sampler import draw_shape, sample_task, task_rng
+from metadata_gen.sampler import draw_shape, task_rng
 from model.checkpoint import load_checkpoint, load_weights_widening_head, save_checkpoint
 from model.network import STAT_NAMES, MISTNetwork, NetworkConfig, Scale
 
@@ -34,14 +35,16 @@ class _Strict(BaseModel):
 
 
 class ModelSection(_Strict):
-    width: int = Field(32, ge=8, le=512)
+    width: int = Field(64, ge=8, le=512)
     heads: int = Field(4, ge=1, le=16)
     blocks: int = Field(2, ge=1, le=8)
     inducing: int = Field(16, ge=1, le=128)
     head_stats: int = Field(
         len(STAT_NAMES), ge=1, le=len(STAT_NAMES), description="scalar statistics the head reads (see model.network)"
     )
-    scale: Scale = Field("nats", description="scale of the quantiles (see model.network)")
+    body_rows: int = Field(512, ge=16, le=8192, description="rows the attention body reads")
+    knn_rows: int = Field(1024, ge=16, le=8192, description="rows of the kNN statistic")
+    scale: Scale = Field("log1p", description="scale of the quantiles (see model.network)")
 
 
 class DataSection(_Strict):
@@ -62,6 +65,9 @@ class OptimSection(_Strict):
     warmup: int = Field(100, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     trainable: Trainable = Field("all", description='"head": train only the quantile head, the body stays frozen')
+    max_minutes: float | None = Field(
+        None, gt=0, description="wall-clock budget: stop when reached; the schedule follows max(step, time) progress"
+    )
 
 
 class TrainConfig(_Strict):
@@ -102,8 +108,11 @@ class BatchStream(torch.utils.data.IterableDataset):
     ``(j * streams + s) * max_batch + k``, disjoint across streams.
     """
 
-    def __init__(self, meta: MetaConfig, cfg: DataSection, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, meta: MetaConfig, cfg: DataSection, rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu"
+    ):
         self.meta, self.cfg, self.rank, self.world_size = meta, cfg, rank, world_size
+        self.device = device
         self.start_batch = 0
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -111,16 +120,14 @@ class BatchStream(torch.utils.data.IterableDataset):
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         streams, stream = self.world_size * workers, self.rank * workers + worker
         j = self.start_batch // workers
+        generator = BatchGenerator(self.meta, self.cfg.seed, self.device)
         while True:
             base = (j * streams + stream) * self.cfg.max_batch
             n, dx, dy = draw_shape(task_rng(self.cfg.seed + 7919, base), self.meta)
             size = int(np.clip(self.cfg.cells_per_batch // (n * (dx + dy)), 1, self.cfg.max_batch))
-            tasks = [sample_task(self.meta, base + k, self.cfg.seed, shape=(n, dx, dy)) for k in range(size)]
-            yield {
-                "x": torch.from_numpy(np.stack([t.x for t in tasks])),
-                "y": torch.from_numpy(np.stack([t.y for t in tasks])),
-                "mi": torch.tensor([t.mi for t in tasks], dtype=torch.float32),
-            }
+            started = time.perf_counter()
+            batch = generator.generate(range(base, base + size), dims=(dx, dy), n=n)
+            yield {"x": batch.x, "y": batch.y, "mi": batch.mi.float(), "gen_s": time.perf_counter() - started}
             j += 1
 
 
@@ -130,11 +137,17 @@ def _limit_worker_threads(_worker_id: int) -> None:
     threadpool_limits(1)
 
 
-def _lr_at(step: int, cfg: OptimSection) -> float:
+def _lr_at(step: int, cfg: OptimSection, elapsed_s: float = 0.0) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    if cfg.max_minutes:
+        progress = max(progress, elapsed_s / (60 * cfg.max_minutes))
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _out_of_time(started: float, cfg: OptimSection) -> bool:
+    return cfg.max_minutes is not None and time.perf_counter() - started >= 60 * cfg.max_minutes
 
 
 def trainable_parameters(net: MISTNetwork, trainable: Trainable) -> list[torch.nn.Parameter]:
@@ -189,7 +202,8 @@ def fit(
         init_from = lineage(start)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
-    stream = BatchStream(meta, cfg.data, rank, world)
+    # Without DataLoader workers the batches are generated on the training device itself (a GPU included).
+    stream = BatchStream(meta, cfg.data, rank, world, device if cfg.data.workers == 0 else "cpu")
     stream.start_batch = step
     loader = torch.utils.data.DataLoader(
         stream,
@@ -201,39 +215,49 @@ def fit(
     )
     use_amp = device.type == "cuda"
     bar = tqdm(total=cfg.optim.steps, initial=step, desc="train", disable=not progress or rank != 0)
-    started, seen, window = time.perf_counter(), 0, []
+    started, seen, window, waited, skipped = time.perf_counter(), 0, [], 0.0, 0
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     log = open(out / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
     model.train()
-    for batch in loader:
-        if step >= cfg.optim.steps:
-            break
+    batches = iter(loader)
+    while step < cfg.optim.steps and not _out_of_time(started, cfg.optim):
+        wait_start = time.perf_counter()
+        batch = next(batches)
+        # Time the loop spent waiting for data: generation itself without workers, the queue with them.
+        waited += time.perf_counter() - wait_start
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg.optim)
+            group["lr"] = _lr_at(step, cfg.optim, time.perf_counter() - started)
         x, y, mi = (batch[k].to(device, non_blocking=True) for k in ("x", "y", "mi"))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = model(x, y)
         loss = pinball_loss(net.to_scale(pred.float()), net.to_scale(mi), net.taus)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-        opt.step()
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        if torch.isfinite(loss) and torch.isfinite(norm):
+            opt.step()
+        else:  # one bad batch must not poison the weights: skip it and count it
+            skipped += 1
         step += 1
         seen += len(mi) * world
-        window.append(loss.item())
+        if torch.isfinite(loss):
+            window.append(loss.item())
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.optim.steps:
             rate = seen / (time.perf_counter() - started)
-            record = {"step": step, "loss": float(np.mean(window)), "lr": _lr_at(step, cfg.optim),
-                      "datasets_per_s": rate, "elapsed_s": time.perf_counter() - started}  # fmt: skip
+            elapsed = time.perf_counter() - started
+            record = {"step": step, "loss": float(np.mean(window)), "lr": _lr_at(step, cfg.optim, elapsed),
+                      "datasets_per_s": rate, "elapsed_s": elapsed, "data_wait_fraction": waited / elapsed,
+                      "skipped_steps": skipped}  # fmt: skip
             window = []
-            bar.set_postfix(loss=f"{record['loss']:.3f}", ds_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", ds_s=f"{rate:.0f}", wait=f"{waited / elapsed:.0%}")
             if log:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 history.append(record)
-        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.optim.steps):
+        last_step = step == cfg.optim.steps or _out_of_time(started, cfg.optim)
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or last_step):
             _save(last, net, opt, step, cfg, meta, history, init_from)
     bar.close()
     if log:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_N = 16
+MIN_N = 10
 MAX_N = 20_000
-MAX_DIM = 32
+MAX_DIM = 64
 
 
 class InputError(ValueError):

@@ -14,7 +14,8 @@ from metadata_gen.sampler import sample_task
 from model import baselines
 from model.checkpoint import export_for_serving, load_checkpoint, network_from_checkpoint
 from model.estimator import Estimator
-from model.network import MISTNetwork, NetworkConfig
+from model.evaluate import TEXTBOOK_GROUPS, TEXTBOOK_N
+from model.network import MISTNetwork, NetworkConfig, copula_shrinkage, gaussian_copula_mi
 from model.preprocess import gaussian_scores, soft_gaussian_scores
 from model.train import load_train_config, pinball_loss, train
 from model.validation import InputError
@@ -26,7 +27,9 @@ TOL = 1e-4
 @pytest.fixture(scope="module", params=["nats", "log1p"])
 def net(request) -> MISTNetwork:
     torch.manual_seed(0)
-    return MISTNetwork(NetworkConfig(width=16, heads=2, blocks=1, inducing=4, scale=request.param)).eval()
+    # Few body and kNN rows, so that the tests also run the value-hashed row subsample (n above them).
+    cfg = NetworkConfig(width=16, heads=2, blocks=1, inducing=4, body_rows=40, knn_rows=48, scale=request.param)
+    return MISTNetwork(cfg).eval()
 
 
 def _xy(n=64, dx=3, dy=2, seed=0):
@@ -37,8 +40,9 @@ def _xy(n=64, dx=3, dy=2, seed=0):
 
 
 @torch.no_grad()
-def test_invariances(net):
-    x, y = _xy()
+@pytest.mark.parametrize("n", [30, 120])
+def test_invariances(net, n):
+    x, y = _xy(n)
     q = net(x, y)
     perm = torch.randperm(x.shape[1])
     assert torch.allclose(net(x[:, perm], y[:, perm]), q, atol=TOL)  # sample order
@@ -50,7 +54,7 @@ def test_invariances(net):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize(("n", "dx", "dy"), [(16, 1, 1), (100, 1, 32), (300, 32, 5)])
+@pytest.mark.parametrize(("n", "dx", "dy"), [(10, 1, 1), (100, 1, 64), (300, 64, 5), (20_000, 2, 3)])
 def test_any_shape_and_monotone_nonnegative_quantiles(net, n, dx, dy):
     x, y = _xy(n, dx, dy)
     q = net(x, y)
@@ -188,7 +192,7 @@ def test_shipped_checkpoint_gives_sane_estimate(shipped):
         (np.zeros((20, 2)), np.zeros((21, 1)), {}, "y"),
         (np.zeros((5, 1)), np.zeros((5, 1)), {}, "x"),
         (np.full((20, 1), np.nan), np.zeros((20, 1)), {}, "x"),
-        (np.zeros((20, 40)), np.zeros((20, 1)), {}, "x"),
+        (np.zeros((20, 70)), np.zeros((20, 1)), {}, "x"),
         ([[1, 2], [3]], np.zeros((2, 1)), {}, "x"),
         (np.zeros((20, 1)), np.zeros((20, 1)), {"quantiles": [1.5]}, "quantiles"),
         (np.zeros((20, 1)), np.zeros((20, 1)), {"method": "magic"}, "method"),
@@ -211,12 +215,13 @@ def test_evaluate_cli_writes_reports_and_ships_the_evaluation(tmp_path: Path, ca
     printed = capsys.readouterr().out
     assert "MAE KSG" in printed and "independent X, Y at n = 1000" in printed
     report = json.loads((tmp_path / "evaluation.json").read_text())
-    assert [s["suite"] for s in report["suites"]] == ["held-in", "held-out"]
-    assert all(s["overall"]["tasks"] == 3 for s in report["suites"])
+    assert [s["suite"] for s in report["suites"]] == ["held-in", "held-out", "textbook"]
+    assert all(s["overall"]["tasks"] == 3 for s in report["suites"][:2])
+    assert report["suites"][2]["overall"]["tasks"] == len(TEXTBOOK_GROUPS) * len(TEXTBOOK_N)
     assert report["quality_checks"]["high_mi_n5000"]["tasks"] == 2
     assert (tmp_path / "evaluation.md").is_file() and (tmp_path / "evaluation.png").is_file()
     shipped = load_checkpoint(ship)
-    assert set(shipped["evaluation"]["suites"]) == {"held-in", "held-out"}
+    assert set(shipped["evaluation"]["suites"]) == {"held-in", "held-out", "textbook"}
     assert "optimizer" not in shipped
 
 
@@ -232,13 +237,14 @@ def test_widening_the_head_preserves_outputs():
         torch.testing.assert_close(wide(x, y), narrow(x, y))
 
 
-def test_output_scale_is_recorded_and_old_checkpoints_read_as_nats():
+def test_output_scale_is_recorded_and_old_checkpoints_are_refused_clearly():
     from model.checkpoint import network_config
 
-    cfg = NetworkConfig(width=16, heads=2, blocks=1, inducing=4, scale="log1p").to_dict()
-    assert network_config({"network": cfg}).scale == "log1p"
-    del cfg["scale"]
+    cfg = NetworkConfig(width=16, heads=2, blocks=1, inducing=4, scale="nats").to_dict()
     assert network_config({"network": cfg}).scale == "nats"
+    old = {k: v for k, v in cfg.items() if k not in ("body_rows", "knn_rows", "knn_k")}
+    with pytest.raises(ValueError, match="older network"):
+        network_config({"network": old})
     with pytest.raises(ValueError, match="scale"):
         NetworkConfig(scale="log")
     mi = torch.tensor([0.0, 0.5, 6.0])
@@ -298,3 +304,28 @@ def test_train_config_errors_name_the_field(tmp_path: Path):
 def test_every_training_config_in_the_repo_is_valid(path: Path):
     cfg = load_train_config(path)
     assert cfg.optim.steps >= 1 and (ROOT / cfg.data.meta_config).is_file()
+
+
+def test_anchor_stays_honest_when_n_is_close_to_the_dimension():
+    """n = 35, dx = dy = 31, independent: the raw copula plug-in explodes, the shrunk anchor does not."""
+    torch.manual_seed(0)
+    sx, sy = gaussian_scores(torch.randn(1, 35, 31)), gaussian_scores(torch.randn(1, 35, 31))
+    assert gaussian_copula_mi(sx, sy) > 5.0
+    assert gaussian_copula_mi(sx, sy, copula_shrinkage(35, 62)) == 0.0
+
+
+def test_constant_side_gives_exactly_zero(shipped):
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((200, 2))
+    for x in (np.full((200, 1), 3.0), np.ones((200, 3))):
+        est = shipped.estimate(x, y)
+        assert est.median == 0.0 and est.interval_90 == (0.0, 0.0)
+    x = np.hstack([y[:, :1] + 0.1 * rng.standard_normal((200, 1)), np.ones((200, 1))])
+    with_constant, without = shipped.estimate(x, y), shipped.estimate(x[:, :1], y)
+    assert with_constant.median == pytest.approx(without.median)  # a constant column is dropped, not read
+
+
+def test_shipped_checkpoint_is_honest_when_n_is_close_to_the_dimension(shipped):
+    rng = np.random.default_rng(3)
+    est = shipped.estimate(rng.standard_normal((35, 31)), rng.standard_normal((35, 31)))
+    assert est.interval_90[0] == 0.0 and est.median < 1.0  # no confident nonsense (was 65.6 [56.3, 65.6])

@@ -1,0 +1,42 @@
+"""Counter-based random numbers in torch: value ``e`` of stream ``s`` for key ``k`` is a pure function of
+``(k, s, e)``. A batch of tasks, each with its own key, draws all its noise in a few vectorized calls, and a
+task gets the same numbers whatever batch (size, order, device) it is drawn in.
+
+The hash is Wellons' ``lowbias32`` (two rounds of xor-shift-multiply on 32-bit words), computed in int64 with
+masking; uniforms take 32 bits, normals use Box–Muller in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on the low 32 bits of an int64 tensor (the products' overflow only affects bits above 32)."""
+    x = x & MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & MASK32
+    return x ^ (x >> 16)
+
+
+def uniforms(keys: torch.Tensor, stream: int, count: int) -> torch.Tensor:
+    """``(len(keys), count)`` float64 uniforms in (0, 1)."""
+    base = mix32(keys.long() + mix32(torch.tensor(stream * _GOLDEN, device=keys.device)))[:, None]
+    e = torch.arange(count, device=keys.device, dtype=torch.long)[None, :]
+    h = mix32(mix32(e ^ base) + base * 3)
+    return (h.double() + 0.5) / 2.0**32
+
+
+def normals(keys: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """``(len(keys), *shape)`` float64 standard normals (Box–Muller on two uniform streams)."""
+    count = math.prod(shape)
+    u1, u2 = uniforms(keys, 2 * stream, count), uniforms(keys, 2 * stream + 1, count)
+    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+    return z.reshape(len(keys), *shape)

@@ -21,7 +21,7 @@ import torch
 
 from model import baselines
 from model.checkpoint import load_checkpoint, network_from_checkpoint
-from model.validation import InputError, Limits, validate_pair, validate_quantiles
+from model.validation import InputError, Limits, check_work, validate_pair, validate_quantiles
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "mist-default.pt"
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
@@ -53,6 +53,12 @@ class Estimate:
         d = asdict(self)
         d["median_bits"] = self.median_bits
         return d
+
+
+def quantile_key(q: float) -> str:
+    """The response key of a quantile level: the shortest text that reads back as the same float, so distinct
+    levels never share a key (0.5 and 0.5000000001 stay apart)."""
+    return repr(float(q))
 
 
 def _drop_constant_columns(a: np.ndarray) -> np.ndarray:
@@ -99,7 +105,7 @@ class Estimator:
         interp = np.interp(quantiles, self.grid, grid_q)
         lo, med, hi = np.interp([0.05, 0.5, 0.95], self.grid, grid_q)
         return Estimate(
-            "mist", float(med), {f"{q:g}": float(v) for q, v in zip(quantiles, interp, strict=True)},
+            "mist", float(med), {quantile_key(q): float(v) for q, v in zip(quantiles, interp, strict=True)},
             (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version,
         )  # fmt: skip
 
@@ -115,9 +121,11 @@ class Estimator:
             raise InputError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         qs = validate_quantiles(quantiles, float(self.grid[0]), float(self.grid[-1]))
         checked = [validate_pair(x, y, self.limits) for x, y in pairs]
+        for x, y in checked:
+            check_work(method, x, y)
         if method != "mist":
             fn = baselines.BASELINES[method]
-            return [Estimate(method, fn(x, y), n=len(x), dx=x.shape[1], dy=y.shape[1]) for x, y in checked]
+            return [Estimate(method, float(fn(x, y)), n=len(x), dx=x.shape[1], dy=y.shape[1]) for x, y in checked]
         out: list[Estimate | None] = [None] * len(checked)
         informative = []
         for i, (x, y) in enumerate(checked):

@@ -5,24 +5,43 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from model.validation import InputError
+from server.limits import Busy, DeadlineExceeded
 
 PROBLEM = "application/problem+json"
+STATUS_TEXT = {
+    400: "Bad request",
+    413: "Body too large",
+    422: "Invalid input: field names what to fix",
+    503: "Busy or not ready (Retry-After says when to retry)",
+    504: "The estimate ran past the request deadline",
+}
 
 
-def problem(status: int, title: str, detail: str, field: str | None = None, errors: list | None = None) -> JSONResponse:
+class ProblemBody(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+
+
+class NotReady(Exception):  # noqa: N818 (a state, not an error)
+    """The model is still loading."""
+
+
+def problem(status: int, title: str, detail: str, field: str | None = None, headers: dict | None = None):
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if field:
         body["field"] = field
-    if errors:
-        body["errors"] = errors
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def input_error_problem(err: InputError) -> dict:
-    return {"field": err.field, "detail": err.message}
+def input_error_body(err: InputError) -> dict:
+    return {"field": err.field, "detail": str(err)}
 
 
 async def on_input_error(request: Request, err: InputError) -> JSONResponse:
@@ -30,14 +49,37 @@ async def on_input_error(request: Request, err: InputError) -> JSONResponse:
 
 
 async def on_validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-    errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "detail": e["msg"]} for e in err.errors()]
-    first = errors[0] if errors else {"field": None, "detail": "invalid body"}
-    return problem(422, "Invalid request body", f"{first['field']}: {first['detail']}", first["field"], errors)
+    first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+    field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query")) or "body"
+    return problem(422, "Invalid input", f"{field}: {first['msg']}", field)
 
 
 async def on_http_error(request: Request, err: HTTPException) -> JSONResponse:
-    return problem(err.status_code, str(err.detail), str(err.detail))
+    return problem(err.status_code, str(err.detail), str(err.detail), headers=getattr(err, "headers", None))
+
+
+async def on_busy(request: Request, err: Busy) -> JSONResponse:
+    return problem(503, "Busy", "all estimation slots are taken; retry shortly", headers={"Retry-After": "1"})
+
+
+async def on_deadline(request: Request, err: DeadlineExceeded) -> JSONResponse:
+    return problem(504, "Deadline exceeded", "the estimate ran past the request deadline (MIST_DEADLINE_S)")
+
+
+async def on_not_ready(request: Request, err: NotReady) -> JSONResponse:
+    return problem(503, "Not ready", "model not loaded yet", headers={"Retry-After": "2"})
 
 
 async def on_unexpected(request: Request, err: Exception) -> JSONResponse:
     return problem(500, "Internal error", "the server failed to answer; see its log")
+
+
+HANDLERS = {
+    InputError: on_input_error,
+    RequestValidationError: on_validation_error,
+    HTTPException: on_http_error,
+    Busy: on_busy,
+    DeadlineExceeded: on_deadline,
+    NotReady: on_not_ready,
+    Exception: on_unexpected,
+}

@@ -16,5 +16,11 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = 1
     torch_threads: int = 2
-    max_body_bytes: int = 64 * 1024 * 1024
+    # A JSON body of n = 20 000 rows of 64 + 64 numbers is about 50 MB; one parsed request of 32 MiB peaks at a few
+    # hundred MB, and at most estimate_slots run at once (see deploy/kubernetes for the pod's memory limit).
+    max_body_bytes: int = 32 * 1024 * 1024
     max_batch_items: int = 256
+    max_batch_numbers: int = 4_000_000
+    estimate_slots: int = Field(2, ge=1, description="estimates running at once; more get 503 + Retry-After")
+    deadline_s: float = Field(30.0, gt=0, description="per-request deadline; past it the answer is 504")
+    graceful_shutdown_s: int = Field(10, ge=1, description="SIGTERM drains in-flight requests for at most this long")

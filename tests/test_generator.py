@@ -124,7 +124,8 @@ def test_stream_workers_and_ranks_draw_disjoint_tasks():
 
 
 def test_mi_prior_spans_zero_to_eight_nats(default_meta):
-    mis = np.array([sample_task(default_meta, i, shape=(16, 2, 2)).mi for i in range(400)])
+    per = default_meta.tasks_per_distribution  # one task of each of 400 distributions
+    mis = np.array([sample_task(default_meta, i * per, shape=(16, 2, 2)).mi for i in range(400)])
     assert mis.min() < 0.05 and mis.max() > 8.0
     counts, _ = np.histogram(mis, bins=np.arange(0, 9))
     assert counts.min() >= 0.04 * len(mis)  # every 1-nat bin between 0 and 8 is populated

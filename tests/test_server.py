@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from model.validation import MAX_DIM
 from server.app import create_app
 from server.settings import Settings
 from tests.conftest import ROOT
@@ -67,7 +68,7 @@ def test_npz_upload(client):
 BAD = [
     ({"x": X.tolist(), "y": Y[:100].tolist()}, "y"),
     ({"x": X[:5].tolist(), "y": Y[:5].tolist()}, "x"),
-    ({"x": np.zeros((20, 40)).tolist(), "y": np.zeros((20, 1)).tolist()}, "x"),
+    ({"x": np.zeros((20, MAX_DIM + 1)).tolist(), "y": np.zeros((20, 1)).tolist()}, "x"),
     ({"x": [[1.0, 2.0], [3.0]] * 10, "y": [[1.0]] * 20}, "x"),
     ({"x": [["a"]] * 20, "y": [[1.0]] * 20}, "x"),
     ({"x": [], "y": []}, "x"),
@@ -85,8 +86,12 @@ def test_bad_input_is_problem_json_naming_field(client, body, field):
 
 
 def test_nan_size_and_content_type(client):
-    text = json.dumps({"x": [[float("nan")]] * 20, "y": [[1.0]] * 20})  # Python writes NaN tokens
+    text = json.dumps({"x": [[float("nan")]] * 20, "y": [[1.0]] * 20})  # Python writes NaN tokens: not JSON
     r = client.post("/estimate", content=text, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "body" and "not valid JSON" in r.json()["detail"]
+    buf = io.BytesIO()
+    np.savez(buf, x=np.full((20, 1), np.nan), y=np.ones((20, 1)))
+    r = client.post("/estimate/npz", content=buf.getvalue(), headers={"content-type": "application/octet-stream"})
     assert r.status_code == 422 and r.json()["field"] == "x"
     big = json.dumps({"x": [[0.5] * 10] * 60_000, "y": [[0.5]] * 60_000})
     r = client.post("/estimate", content=big, headers={"content-type": "application/json"})
@@ -99,7 +104,7 @@ def test_health_model_metrics(client):
     for path in ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready"):
         assert client.get(path).status_code == 200
     info = client.get("/v1/model").json()
-    assert info["version"] and info["limits"]["max_dim"] == 32
+    assert info["version"] and info["limits"]["max_dim"] == MAX_DIM
     metrics = client.get("/metrics").text
     assert "mist_requests_total" in metrics and "mist_request_seconds_bucket" in metrics
 

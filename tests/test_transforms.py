@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from metadata_gen.config import COORDINATEWISE_KINDS, FLOW_KINDS, FlowSpec, TransformsConfig
-from metadata_gen.sampler import build_reshaping
+from metadata_gen.sampler import build_reshaping, draw_reshaping
 from metadata_gen.transforms import (
     Chain,
     Coordinatewise,
@@ -88,7 +88,7 @@ def test_build_reshaping_is_fixed_by_pilot_not_by_task_data():
         }
     )
     pilot = _sample(3, 256, seed=5)
-    chain = build_reshaping(np.random.default_rng(0), pilot, spec)
+    chain = build_reshaping(draw_reshaping(np.random.default_rng(0), 3, spec), pilot)
     assert [n for n in chain.names() if n != "standardize"] == ["linear", "spiral", "flow", "coordinatewise"]
     a, b = _sample(3, 100, seed=8), _sample(3, 100, seed=9)
     # the same map applied to two batches equals the map applied to both at once (no data-dependent fit)

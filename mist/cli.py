@@ -135,8 +135,13 @@ def _serve(args: argparse.Namespace) -> int:
     if not os.path.isfile(settings.checkpoint):
         raise UserError(f"checkpoint not found: {settings.checkpoint}")
     os.environ["MIST_CHECKPOINT"] = settings.checkpoint  # worker processes build their app from the env
-    uvicorn.run("server.main:app", host=settings.host, port=settings.port, workers=settings.workers,
-                timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    uvicorn.run(
+        "server.main:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+    )
     return 0
 
 

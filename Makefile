@@ -22,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest

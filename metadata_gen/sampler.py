@@ -7,12 +7,10 @@ workers, processes or machines.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from metadata_gen.config import MetaConfig, TransformsConfig
 from metadata_gen.families import FAMILIES, JointDistribution
@@ -204,29 +202,3 @@ def sample_task(
         transforms_x=[t for t in chain_x.names() if t != "standardize"],
         transforms_y=[t for t in chain_y.names() if t != "standardize"],
     )
-
-
-def iter_tasks(config: MetaConfig, start: int, stop: int, seed: int | None = None) -> Iterator[Task]:
-    for i in range(start, stop):
-        yield sample_task(config, i, seed)
-
-
-class TaskStream(torch.utils.data.IterableDataset):
-    """An endless stream of tasks for a PyTorch DataLoader.
-
-    Each (rank, worker) pair draws its own disjoint index sequence ``i = offset + k * stride``, so no two
-    workers (or DDP ranks) ever produce the same task and the stream is reproducible.
-    """
-
-    def __init__(self, config: MetaConfig, seed: int | None = None, rank: int = 0, world_size: int = 1):
-        self.config, self.seed, self.rank, self.world_size = config, seed, rank, world_size
-
-    def __iter__(self) -> Iterator[Task]:
-        info = torch.utils.data.get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        torch.set_num_threads(1)
-        stride = self.world_size * workers
-        i = self.rank * workers + worker
-        while True:
-            yield sample_task(self.config, i, self.seed)
-            i += stride

@@ -1,3 +1,5 @@
-"""MIST estimator: command-line entry point and version."""
+"""MIST estimator: command-line entry point and version (from the installed package metadata)."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("mist-estimator")

@@ -45,7 +45,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from model.train import load_train_config, train
+    from model.training.train import load_train_config, train
 
     cfg = load_train_config(args.config, steps=args.steps, out_dir=args.out_dir)
     path = train(cfg, resume=args.resume, init=args.init, progress=not args.quiet)
@@ -56,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from model.checkpoint import export_for_serving
     from model.estimator import Estimator, default_checkpoint_path
-    from model.evaluate import (
+    from model.training.evaluate import (
         SUITES,
         checkpoint_summary,
         evaluate,

@@ -13,7 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from metadata_gen.config import load_config
 from model.network import MISTNetwork, NetworkConfig
-from model.train import BatchStream, load_train_config, pinball_loss
+from model.training.train import BatchStream, load_train_config, pinball_loss
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from model.train import fit, load_train_config
+from model.training.train import fit, load_train_config
 
 if __name__ == "__main__":
     config, out = sys.argv[1], Path(sys.argv[2])

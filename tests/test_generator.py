@@ -12,7 +12,7 @@ import torch
 
 from metadata_gen.batched import BatchGenerator
 from metadata_gen.config import ConfigError, load_config, parse_config
-from metadata_gen.sampler import TaskStream, sample_task
+from metadata_gen.sampler import sample_task
 from metadata_gen.shards import ShardReader, shard_range, write_shards
 from metadata_gen.summary import mi_histogram
 from mist.cli import main
@@ -109,18 +109,21 @@ def test_shard_range_covers_everything_once():
         shard_range(10, 3, 3)
 
 
-def test_stream_workers_and_ranks_draw_disjoint_tasks():
-    config = meta_variant(dims=SMALL_DIMS)
+def test_training_stream_workers_and_ranks_draw_disjoint_tasks(tmp_path: Path):
+    from model.training.train import BatchStream, DataSection
+
+    path = tmp_path / "meta.toml"
+    path.write_text(DEFAULT_META.read_text().replace("high = 4096", "high = 64"))
+    data = DataSection(meta_config=str(path), cells_per_batch=256, max_batch=4, workers=2)
     seen = []
     for rank in range(2):
-        loader = torch.utils.data.DataLoader(
-            TaskStream(config, rank=rank, world_size=2), batch_size=None, num_workers=2
-        )
-        for k, task in enumerate(loader):
-            seen.append(task.index)
-            if k == 11:
+        stream = BatchStream(load_config(path), data, rank=rank, world_size=2)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+        for k, batch in enumerate(loader):
+            seen += batch["index"].tolist()
+            if k == 5:
                 break
-    assert len(set(seen)) == len(seen) == 24
+    assert len(seen) >= 24 and len(set(seen)) == len(seen)
 
 
 def test_mi_prior_spans_zero_to_eight_nats(default_meta):

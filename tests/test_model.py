@@ -14,10 +14,10 @@ from metadata_gen.sampler import sample_task
 from model import baselines
 from model.checkpoint import export_for_serving, load_checkpoint, network_from_checkpoint
 from model.estimator import Estimator
-from model.evaluate import TEXTBOOK_GROUPS, TEXTBOOK_N
 from model.network import MISTNetwork, NetworkConfig, copula_shrinkage, gaussian_copula_mi
 from model.preprocess import gaussian_scores, soft_gaussian_scores
-from model.train import load_train_config, pinball_loss, train
+from model.training.evaluate import TEXTBOOK_GROUPS, TEXTBOOK_N
+from model.training.train import load_train_config, pinball_loss, train
 from model.validation import InputError
 from tests.conftest import ROOT
 
@@ -329,3 +329,15 @@ def test_shipped_checkpoint_is_honest_when_n_is_close_to_the_dimension(shipped):
     rng = np.random.default_rng(3)
     est = shipped.estimate(rng.standard_normal((35, 31)), rng.standard_normal((35, 31)))
     assert est.interval_90[0] == 0.0 and est.median < 1.0  # no confident nonsense (was 65.6 [56.3, 65.6])
+
+
+def test_serving_imports_no_training_or_generation_module():
+    import subprocess
+    import sys
+
+    code = ("import sys, server.main; print(sorted({m.split('.')[0] + ('.training' if '.training' in m else '')"
+            " for m in sys.modules}))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    # (tqdm is not checked here: torch itself imports it when installed; lint-imports checks our own imports)
+    for name in ("metadata_gen", "model.training", "normflows", "matplotlib"):
+        assert f"'{name}'" not in loaded, name

@@ -18,7 +18,7 @@ from metadata_gen.sampler import Task, sample_task, task_rng
 from model import baselines
 from model.estimator import Estimator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUITES = {"held-in": ROOT / "configs/meta/default.toml", "held-out": ROOT / "configs/meta/heldout.toml"}
 N_BUCKETS = ((100, 500), (500, 2000), (2000, 5001))
 SUITE_SEED_OFFSET = 10_000_019  # disjoint from every training seed stream

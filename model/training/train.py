@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-import mist
 from metadata_gen.batched import BatchGenerator
 from metadata_gen.config import ConfigError, MetaConfig, load_config, read_config_file
 from metadata_gen.sampler import draw_shape, task_rng
@@ -125,9 +125,8 @@ class BatchStream(torch.utils.data.IterableDataset):
             base = (j * streams + stream) * self.cfg.max_batch
             n, dx, dy = draw_shape(task_rng(self.cfg.seed + 7919, base), self.meta)
             size = int(np.clip(self.cfg.cells_per_batch // (n * (dx + dy)), 1, self.cfg.max_batch))
-            started = time.perf_counter()
             batch = generator.generate(range(base, base + size), dims=(dx, dy), n=n)
-            yield {"x": batch.x, "y": batch.y, "mi": batch.mi.float(), "gen_s": time.perf_counter() - started}
+            yield {"x": batch.x, "y": batch.y, "mi": batch.mi.float(), "index": torch.tensor(batch.indices)}
             j += 1
 
 
@@ -278,7 +277,7 @@ def _save(path: Path, net: MISTNetwork, opt, step: int, cfg: TrainConfig, meta: 
         path,
         {
             "init_from": init_from,
-            "version": f"{cfg.name}-{mist.__version__}-step{step}",
+            "version": f"{cfg.name}-{version('mist-estimator')}-step{step}",
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": opt.state_dict(),
             "step": step,

@@ -1,0 +1,1 @@
+"""Training and evaluation: the room that reads the generator (``metadata_gen``). Serving never imports it."""

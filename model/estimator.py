@@ -11,7 +11,6 @@ average ranks. Requested quantiles are interpolated linearly between the network
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,9 +26,6 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "mist
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 METHODS = ("mist", "ksg", "gaussian", "gaussian_copula")
 LN2 = float(np.log(2.0))
-# Same-shape datasets share a forward pass up to this many cells (n · (dx + dy) summed): larger passes are
-# memory-bound on CPU (128 × 500 × 10 cells in one pass ran at 20 datasets/s vs 30/s one at a time).
-CELLS_PER_PASS = 2**16
 
 
 @dataclass
@@ -85,21 +81,11 @@ class Estimator:
         return cls(load_checkpoint(path or default_checkpoint_path()), limits)
 
     @torch.no_grad()
-    def _grid_quantiles(self, xs: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
-        """Network quantiles on its grid for many validated pairs, one forward pass per distinct shape."""
-        out = np.empty((len(xs), len(self.grid)))
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-            groups[(x.shape, y.shape)].append(i)
-        for same_shape in groups.values():
-            n, d = xs[same_shape[0]].shape[0], xs[same_shape[0]].shape[1] + ys[same_shape[0]].shape[1]
-            per_pass = max(1, CELLS_PER_PASS // (n * d))
-            for start in range(0, len(same_shape), per_pass):
-                idx = same_shape[start : start + per_pass]
-                x = torch.from_numpy(np.stack([xs[i] for i in idx]).astype(np.float32))
-                y = torch.from_numpy(np.stack([ys[i] for i in idx]).astype(np.float32))
-                out[idx] = self.network(x, y).double().numpy()
-        return out
+    def grid_quantiles(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The network's quantiles on its grid for one validated pair (float32 into the network)."""
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+        yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None]
+        return self.network(xt, yt)[0].double().numpy()
 
     def _answer(self, grid_q: np.ndarray, quantiles: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> Estimate:
         interp = np.interp(quantiles, self.grid, grid_q)
@@ -110,32 +96,21 @@ class Estimator:
         )  # fmt: skip
 
     def estimate(self, x, y, quantiles: Sequence[float] = DEFAULT_QUANTILES, method: str = "mist") -> Estimate:
-        """Estimate I(X; Y) in nats for one sample (rows are samples)."""
-        return self.estimate_batch([(x, y)], quantiles, method)[0]
+        """Estimate I(X; Y) in nats for one sample (rows are samples). The one path every caller takes."""
+        if method not in METHODS:
+            raise InputError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        qs = validate_quantiles(quantiles, float(self.grid[0]), float(self.grid[-1]))
+        x, y = validate_pair(x, y, self.limits)
+        check_work(method, x, y)
+        if method != "mist":
+            return Estimate(method, float(baselines.BASELINES[method](x, y)), n=len(x), dx=x.shape[1], dy=y.shape[1])
+        x_used, y_used = _drop_constant_columns(x), _drop_constant_columns(y)
+        if x_used.shape[1] == 0 or y_used.shape[1] == 0:  # a constant side carries no information: exactly 0
+            return self._answer(np.zeros(len(self.grid)), qs, x, y)
+        return self._answer(self.grid_quantiles(x_used, y_used), qs, x, y)
 
     def estimate_batch(
         self, pairs: Sequence[tuple], quantiles: Sequence[float] = DEFAULT_QUANTILES, method: str = "mist"
     ) -> list[Estimate]:
-        """Estimate many samples; pairs of equal shape share one forward pass. Raises on the first bad pair."""
-        if method not in METHODS:
-            raise InputError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        qs = validate_quantiles(quantiles, float(self.grid[0]), float(self.grid[-1]))
-        checked = [validate_pair(x, y, self.limits) for x, y in pairs]
-        for x, y in checked:
-            check_work(method, x, y)
-        if method != "mist":
-            fn = baselines.BASELINES[method]
-            return [Estimate(method, float(fn(x, y)), n=len(x), dx=x.shape[1], dy=y.shape[1]) for x, y in checked]
-        out: list[Estimate | None] = [None] * len(checked)
-        informative = []
-        for i, (x, y) in enumerate(checked):
-            x_used, y_used = _drop_constant_columns(x), _drop_constant_columns(y)
-            if x_used.shape[1] == 0 or y_used.shape[1] == 0:  # a constant side carries no information: exactly 0
-                out[i] = self._answer(np.zeros(len(self.grid)), qs, x, y)
-            else:
-                informative.append((i, x_used, y_used))
-        if informative:
-            grid_q = self._grid_quantiles([t[1] for t in informative], [t[2] for t in informative])
-            for g, (i, _, _) in zip(grid_q, informative, strict=True):
-                out[i] = self._answer(g, qs, *checked[i])
-        return out
+        """:meth:`estimate` for each pair; raises on the first bad pair."""
+        return [self.estimate(x, y, quantiles, method) for x, y in pairs]

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from model.estimator import DEFAULT_QUANTILES
 from model.validation import InputError, Limits
 
 NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
@@ -71,7 +72,7 @@ def json_matrix(value: Any, field: str) -> np.ndarray:
 
 def json_quantiles(value: Any) -> list[float]:
     if value is None:
-        return [0.05, 0.5, 0.95]
+        return list(DEFAULT_QUANTILES)
     if not isinstance(value, list) or not all(isinstance(q, int | float) and not isinstance(q, bool) for q in value):
         raise InputError("quantiles", "must be a list of numbers in [0.025, 0.975]")
     return [float(q) for q in value]

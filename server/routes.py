@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from model.estimator import METHODS, Estimate, Estimator
+from model.estimator import DEFAULT_QUANTILES, METHODS, Estimate, Estimator
 from model.validation import InputError
 from server import errors, parsing
 from server.schemas import BatchRequest, BatchResponse, BatchResult, EstimateRequest, EstimateResponse
@@ -121,12 +121,16 @@ async def estimate_batch(request: Request, est: Est) -> BatchResponse:
 
 
 NPZ_SCHEMA = {"type": "string", "format": "binary", "description": "an .npz file holding arrays x (n × dx), y (n × dy)"}
+NPZ_QUANTILES = ",".join(map(str, DEFAULT_QUANTILES))
 NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": NPZ_SCHEMA}}}}
 
 
 @router.post("/estimate/npz", response_model=EstimateResponse, responses=PROBLEMS, openapi_extra=NPZ_BODY)
 async def estimate_npz(
-    request: Request, est: Est, quantiles: Annotated[str, Query()] = "0.05,0.5,0.95", method: str = "mist"
+    request: Request,
+    est: Est,
+    quantiles: Annotated[str, Query()] = ",".join(map(str, DEFAULT_QUANTILES)),
+    method: str = "mist",
 ) -> EstimateResponse:
     """Binary upload: the body is an ``.npz`` file holding arrays ``x`` and ``y``."""
     return await request.app.state.admission.run(_estimate_npz, await request.body(), quantiles, method, est)

@@ -6,8 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from model.estimator import DEFAULT_QUANTILES, METHODS
+
 Matrix = list[list[float]] | list[float]
-Method = Literal["mist", "ksg", "gaussian", "gaussian_copula"]
+Method = Literal[METHODS]
 
 
 class EstimateRequest(BaseModel):
@@ -15,7 +17,7 @@ class EstimateRequest(BaseModel):
 
     x: Matrix = Field(description="n samples of X: a list of rows, or a flat list for one column")
     y: Matrix = Field(description="n samples of Y, same n as x")
-    quantiles: list[float] = Field(default=[0.05, 0.5, 0.95], description="levels in [0.025, 0.975]")
+    quantiles: list[float] = Field(default=list(DEFAULT_QUANTILES), description="levels in [0.025, 0.975]")
     method: Method = "mist"
 
 
@@ -43,7 +45,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[BatchItem]
-    quantiles: list[float] = [0.05, 0.5, 0.95]
+    quantiles: list[float] = list(DEFAULT_QUANTILES)
     method: Method = "mist"
 
 

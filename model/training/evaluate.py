@@ -17,6 +17,7 @@ from metadata_gen.config import MetaConfig, load_config, parse_config, read_conf
 from metadata_gen.sampler import Task, sample_task, task_rng
 from model import baselines
 from model.estimator import Estimator
+from model.validation import validate_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITES = {"held-in": ROOT / "configs/meta/default.toml", "held-out": ROOT / "configs/meta/heldout.toml"}
@@ -136,7 +137,7 @@ def evaluate(estimator: Estimator, suite: str, tasks_per_bucket: int = 30, progr
     rows, taus = [], np.asarray(estimator.grid)
     below = []
     for t in tqdm(tasks, desc=f"evaluate {suite}", disable=not progress):
-        grid_q = estimator._grid_quantiles([t.x.astype(np.float64)], [t.y.astype(np.float64)])[0]
+        grid_q = estimator.grid_quantiles(*validate_pair(t.x, t.y, estimator.limits))
         below.append(t.mi <= grid_q)
         row = {"family": t.family, "n": t.n, "mi": t.mi, "median": float(np.interp(0.5, taus, grid_q))}
         row["q"] = np.interp([0.05, 0.25, 0.75, 0.95], taus, grid_q).tolist()

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,16 +1,9 @@
-"""Meta-dataset generator: joint distributions with known mutual information, reshaped by MI-preserving maps."""
+"""Meta-dataset generator: joint distributions with known mutual information, reshaped by MI-preserving maps.
 
-from metadata_gen.batched import BatchGenerator, TaskBatch
+The package root loads only the config schema (no torch): ``metadata_gen.sampler.sample_task`` is the reference
+per-task path, ``metadata_gen.batched.BatchGenerator`` the batched one.
+"""
+
 from metadata_gen.config import ConfigError, MetaConfig, load_config, parse_config
-from metadata_gen.sampler import Task, sample_task
 
-__all__ = [
-    "BatchGenerator",
-    "ConfigError",
-    "MetaConfig",
-    "Task",
-    "TaskBatch",
-    "load_config",
-    "parse_config",
-    "sample_task",
-]
+__all__ = ["ConfigError", "MetaConfig", "load_config", "parse_config"]

@@ -87,30 +87,64 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _load_array(path: str):
+    """A 2-D array from ``.npy``, a one-array ``.npz`` or ``.csv`` (a header row is skipped); errors name the file."""
     import numpy as np
 
-    if path.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            if len(z.files) != 1:
-                raise UserError(f"{path}: .npz must hold exactly one array, found {z.files}")
-            return z[z.files[0]]
-    if path.endswith(".csv"):
-        return np.loadtxt(path, delimiter=",", ndmin=2)
-    raise UserError(f"{path}: unsupported file type (use .npy, .npz or .csv)")
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                if len(z.files) != 1:
+                    raise UserError(
+                        f"{path}: holds {z.files}; pass one .npz with x and y as DATA, or one array per file"
+                    )
+                return z[z.files[0]]
+        if path.endswith(".csv"):
+            try:
+                return np.loadtxt(path, delimiter=",", ndmin=2)
+            except ValueError:  # a header row
+                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"{path}: {err}; expected numbers, one sample per row (a CSV may have one header row)"
+        ) from None
+    raise UserError(f"{path}: unsupported file type (use .npz with x and y, or .npy / .csv per side)")
+
+
+def _read_pair(args: argparse.Namespace):
+    if args.data and (args.x or args.y):
+        raise UserError("give either DATA (.npz with x and y) or --x and --y, not both")
+    if args.data:
+        from model.validation import InputError, Limits
+        from server.parsing import npz_pair
+
+        try:
+            with open(args.data, "rb") as f:
+                return npz_pair(f.read(), Limits())
+        except OSError as err:
+            raise UserError(f"{args.data}: {err.strerror}") from None
+        except InputError as err:
+            raise UserError(f"{args.data}: {err}") from None
+    if not (args.x and args.y):
+        raise UserError("give DATA (.npz with arrays x and y, as POST /estimate/npz takes) or both --x and --y")
+    return _load_array(args.x), _load_array(args.y)
 
 
 def _estimate(args: argparse.Namespace) -> int:
     import json
 
-    from model.estimator import Estimator
+    from model.estimator import Estimator, estimate_baseline
+    from model.validation import InputError
 
+    x, y = _read_pair(args)
     try:
-        x, y = _load_array(args.x), _load_array(args.y)
-    except (OSError, ValueError) as err:
+        if args.method == "mist":  # only the network needs torch and a checkpoint
+            est = Estimator.load(args.checkpoint).estimate(x, y)
+        else:
+            est = estimate_baseline(x, y, args.method)
+    except InputError as err:
         raise UserError(str(err)) from None
-    est = Estimator.load(args.checkpoint).estimate(x, y, method=args.method)
     if args.json:
         print(json.dumps(est.to_dict()))
     else:
@@ -146,6 +180,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from model.validation import METHODS
+
     parser = argparse.ArgumentParser(prog="mist", description="Amortized mutual-information estimation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -178,11 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(handler=_evaluate)
 
-    s = sub.add_parser("estimate", help="estimate I(X;Y) for arrays in files (.npy, .npz, .csv; rows = samples)")
-    s.add_argument("--x", required=True)
-    s.add_argument("--y", required=True)
+    s = sub.add_parser("estimate", help="estimate I(X;Y) for arrays in files (rows = samples)")
+    s.add_argument("data", nargs="?", help=".npz holding arrays x and y (the body POST /estimate/npz takes)")
+    s.add_argument("--x", help="X alone: .npy, .csv (header row allowed) or a one-array .npz")
+    s.add_argument("--y", help="Y alone, same formats")
     s.add_argument("--checkpoint", default=None)
-    s.add_argument("--method", default="mist", choices=["mist", "ksg", "gaussian", "gaussian_copula"])
+    s.add_argument("--method", default="mist", choices=METHODS)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=_estimate)
 

@@ -16,15 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from model import baselines
-from model.checkpoint import load_checkpoint, network_from_checkpoint
-from model.validation import InputError, Limits, check_work, validate_pair, validate_quantiles
+from model.validation import METHODS, InputError, Limits, check_work, validate_pair, validate_quantiles
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "mist-default.pt"
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
-METHODS = ("mist", "ksg", "gaussian", "gaussian_copula")
 LN2 = float(np.log(2.0))
 
 
@@ -62,6 +59,18 @@ def _drop_constant_columns(a: np.ndarray) -> np.ndarray:
     return a[:, np.ptp(a, axis=0) > 0]
 
 
+def estimate_baseline(x, y, method: str, limits: Limits = Limits()) -> Estimate:
+    """A classical estimator (:data:`model.baselines.BASELINES`) on validated arrays; needs no checkpoint (and no
+    torch). Baselines give a point estimate: ``interval_90`` is None and ``quantiles`` is empty."""
+    if method not in METHODS:
+        raise InputError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "mist":
+        raise InputError("method", "mist needs a checkpoint: use Estimator.load().estimate")
+    x, y = validate_pair(x, y, limits)
+    check_work(method, x, y)
+    return Estimate(method, float(baselines.BASELINES[method](x, y)), n=len(x), dx=x.shape[1], dy=y.shape[1])
+
+
 def default_checkpoint_path() -> Path:
     return Path(os.environ.get("MIST_CHECKPOINT", DEFAULT_CHECKPOINT))
 
@@ -70,6 +79,8 @@ class Estimator:
     """A loaded checkpoint: estimates MI quantiles for samples of any supported shape."""
 
     def __init__(self, ckpt: dict, limits: Limits = Limits()):
+        from model.checkpoint import network_from_checkpoint  # torch is imported only with a network
+
         self.network = network_from_checkpoint(ckpt)
         self.version: str = ckpt.get("version", "unknown")
         self.info = {k: ckpt.get(k) for k in ("version", "step", "network", "evaluation", "train_config")}
@@ -78,14 +89,18 @@ class Estimator:
 
     @classmethod
     def load(cls, path: str | Path | None = None, limits: Limits = Limits()) -> Estimator:
+        from model.checkpoint import load_checkpoint
+
         return cls(load_checkpoint(path or default_checkpoint_path()), limits)
 
-    @torch.no_grad()
     def grid_quantiles(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The network's quantiles on its grid for one validated pair (float32 into the network)."""
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-        yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None]
-        return self.network(xt, yt)[0].double().numpy()
+        import torch
+
+        with torch.no_grad():
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+            yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None]
+            return self.network(xt, yt)[0].double().numpy()
 
     def _answer(self, grid_q: np.ndarray, quantiles: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> Estimate:
         interp = np.interp(quantiles, self.grid, grid_q)
@@ -97,13 +112,10 @@ class Estimator:
 
     def estimate(self, x, y, quantiles: Sequence[float] = DEFAULT_QUANTILES, method: str = "mist") -> Estimate:
         """Estimate I(X; Y) in nats for one sample (rows are samples). The one path every caller takes."""
-        if method not in METHODS:
-            raise InputError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if method != "mist":
+            return estimate_baseline(x, y, method, self.limits)
         qs = validate_quantiles(quantiles, float(self.grid[0]), float(self.grid[-1]))
         x, y = validate_pair(x, y, self.limits)
-        check_work(method, x, y)
-        if method != "mist":
-            return Estimate(method, float(baselines.BASELINES[method](x, y)), n=len(x), dx=x.shape[1], dy=y.shape[1])
         x_used, y_used = _drop_constant_columns(x), _drop_constant_columns(y)
         if x_used.shape[1] == 0 or y_used.shape[1] == 0:  # a constant side carries no information: exactly 0
             return self._answer(np.zeros(len(self.grid)), qs, x, y)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+METHODS = ("mist", "ksg", "gaussian", "gaussian_copula")  # the network, then the baselines of model.baselines
 MIN_N = 10
 MAX_N = 20_000
 MAX_DIM = 64

@@ -12,6 +12,7 @@ from importlib.metadata import version
 
 import torch
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from model.estimator import Estimator
@@ -36,7 +37,10 @@ def create_app(settings: Settings | None = None, estimator: Estimator | None = N
         app.state.estimator = estimator or Estimator.load(settings.checkpoint)
         yield
 
-    app = FastAPI(title="MIST mutual-information estimator", version=version("mist-estimator"), lifespan=lifespan)
+    # fastapi-offline serves the Swagger UI and ReDoc assets from the installed package: /docs works in a cluster
+    # without internet (FastAPI's default pages load them from a public CDN).
+    app = FastAPIOffline(title="MIST mutual-information estimator", version=version("mist-estimator"),
+                         lifespan=lifespan)  # fmt: skip
     app.state.estimator, app.state.settings, app.state.registry = None, settings, registry
     app.state.admission = Admission(settings.estimate_slots, settings.deadline_s)
     for exc, handler in errors.HANDLERS.items():

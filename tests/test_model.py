@@ -341,3 +341,24 @@ def test_serving_imports_no_training_or_generation_module():
     # (tqdm is not checked here: torch itself imports it when installed; lint-imports checks our own imports)
     for name in ("metadata_gen", "model.training", "normflows", "matplotlib"):
         assert f"'{name}'" not in loaded, name
+
+
+def test_cli_estimate_reads_the_service_npz_csv_with_header_and_names_bad_files(tmp_path: Path, capsys):
+    from mist.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 2))
+    y = x + rng.standard_normal((300, 2))
+    np.savez(tmp_path / "xy.npz", x=x, y=y)
+    assert main(["estimate", str(tmp_path / "xy.npz"), "--method", "gaussian", "--json"]) == 0
+    from_npz = json.loads(capsys.readouterr().out)["median"]
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",", header="a,b", comments="")
+    np.savetxt(tmp_path / "y.csv", y, delimiter=",")
+    assert main(["estimate", "--x", str(tmp_path / "x.csv"), "--y", str(tmp_path / "y.csv"), "--method", "gaussian",
+                 "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["median"] == pytest.approx(from_npz, rel=1e-5)
+    (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
+    assert main(["estimate", "--x", str(tmp_path / "bad.csv"), "--y", str(tmp_path / "y.csv")]) == 2
+    assert "bad.csv" in capsys.readouterr().err
+    assert main(["estimate"]) == 2
+    assert "DATA" in capsys.readouterr().err

@@ -136,3 +136,11 @@ def test_real_uvicorn_request():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_docs_are_served_without_internet(client):
+    html = client.get("/docs").text
+    assert "cdn" not in html.lower() and "/static-offline-docs/swagger-ui-bundle.js" in html
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    redoc = client.get("/redoc").text
+    assert "cdn" not in redoc.lower() and client.get("/static-offline-docs/redoc.standalone.js").status_code == 200

@@ -41,7 +41,7 @@ $ENGINE run -d --name "$NAME" $RUN_FLAGS "$IMAGE" >/dev/null
 echo "user in container: $($ENGINE exec "$NAME" id -un)"
 
 url="http://127.0.0.1:$PORT"
-for _ in $(seq 1 60); do
+for _ in $(seq 1 90); do
   if python3 -c "import urllib.request; urllib.request.urlopen('$url/health/ready', timeout=2)" 2>/dev/null; then
     break
   fi
@@ -54,18 +54,17 @@ echo "== POST /estimate"
 # checkout has its venv, the answer equals the same estimator run outside the container. The model's accuracy
 # itself is measured by `mist evaluate` (see checkpoints/README.md), not here.
 LOCAL_PY=${LOCAL_PY:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo "")}
+# The check needs only the host's python3 standard library (no numpy): a clean host runs it.
 python3 - "$url" "$LOCAL_PY" <<'PY'
-import json, subprocess, sys, urllib.request
-
-import numpy as np
+import json, math, random, subprocess, sys, urllib.request
 
 url, local_py = sys.argv[1], sys.argv[2]
 rho, n = 0.8, 2000
-rng = np.random.default_rng(0)
-x = rng.standard_normal((n, 1))
-y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((n, 1))
-truth = -0.5 * np.log(1 - rho**2)
-body = json.dumps({"x": x.tolist(), "y": y.tolist()}).encode()
+rng = random.Random(0)
+x = [rng.gauss(0.0, 1.0) for _ in range(n)]
+y = [rho * v + math.sqrt(1 - rho**2) * rng.gauss(0.0, 1.0) for v in x]
+truth = -0.5 * math.log(1 - rho**2)
+body = json.dumps({"x": [[v] for v in x], "y": [[v] for v in y]}).encode()
 req = urllib.request.Request(url + "/estimate", body, {"Content-Type": "application/json"})
 answer = json.load(urllib.request.urlopen(req, timeout=60))
 print(json.dumps({k: answer[k] for k in ("mi_nats", "interval_90", "n", "dx", "dy", "checkpoint_version")}, indent=1))
@@ -86,6 +85,13 @@ PY
 echo "== HEALTHCHECK"
 if [[ "$ENGINE" == podman ]]; then  # podman runs health checks from systemd timers; run it once by hand
   $ENGINE healthcheck run "$NAME" && echo "HEALTHCHECK command: healthy"
-else
-  echo "health status: $($ENGINE inspect "$NAME" --format '{{.State.Health.Status}}')"
+else  # docker runs the HEALTHCHECK itself: wait for its verdict and fail unless healthy
+  status=starting
+  for _ in $(seq 1 60); do
+    status=$($ENGINE inspect "$NAME" --format '{{.State.Health.Status}}')
+    [[ "$status" == starting ]] || break
+    sleep 2
+  done
+  echo "health status: $status"
+  [[ "$status" == healthy ]]
 fi

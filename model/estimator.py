@@ -83,7 +83,8 @@ class Estimator:
 
         self.network = network_from_checkpoint(ckpt)
         self.version: str = ckpt.get("version", "unknown")
-        self.info = {k: ckpt.get(k) for k in ("version", "step", "network", "evaluation", "train_config")}
+        keys = ("version", "step", "network", "evaluation", "train_config", "meta_config", "init_from")
+        self.info = {k: ckpt.get(k) for k in keys}
         self.limits = limits
         self.grid = np.asarray(self.network.cfg.quantiles)
 

@@ -25,7 +25,10 @@ UNMATCHED = "unmatched"
 JSON_ROUTES = ("/estimate", "/estimate/batch")
 
 
-def create_app(settings: Settings | None = None, estimator: Estimator | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, estimator: Estimator | None = None, estimators: dict[str, Estimator] | None = None
+) -> FastAPI:
+    """The service; ``estimator`` / ``estimators`` inject loaded models (tests), else settings name the files."""
     settings = settings or Settings()
     registry = CollectorRegistry()
     requests = Counter("mist_requests", "HTTP requests", ["path", "status"], registry=registry)
@@ -34,14 +37,22 @@ def create_app(settings: Settings | None = None, estimator: Estimator | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         torch.set_num_threads(settings.torch_threads)
-        app.state.estimator = estimator or Estimator.load(settings.checkpoint)
+        loaded = dict(estimators or {})
+        if estimator is not None:
+            loaded.setdefault("default", estimator)
+        for name, path in settings.models().items():
+            if name not in loaded:
+                loaded[name] = Estimator.load(path)
+        app.state.estimators = loaded
+        app.state.estimator = loaded["default"]
         yield
 
     # fastapi-offline serves the Swagger UI and ReDoc assets from the installed package: /docs works in a cluster
     # without internet (FastAPI's default pages load them from a public CDN).
     app = FastAPIOffline(title="MIST mutual-information estimator", version=version("mist-estimator"),
                          lifespan=lifespan)  # fmt: skip
-    app.state.estimator, app.state.settings, app.state.registry = None, settings, registry
+    app.state.estimator, app.state.estimators = None, {}
+    app.state.settings, app.state.registry = settings, registry
     app.state.admission = Admission(settings.estimate_slots, settings.deadline_s)
     for exc, handler in errors.HANDLERS.items():
         app.add_exception_handler(exc, handler)

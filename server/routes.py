@@ -17,18 +17,35 @@ from server.schemas import BatchRequest, BatchResponse, BatchResult, EstimateReq
 
 router = APIRouter()
 
-ESTIMATE_FIELDS = ("x", "y", "quantiles", "method")
-BATCH_FIELDS = ("items", "quantiles", "method")
+ESTIMATE_FIELDS = ("x", "y", "quantiles", "method", "model")
+BATCH_FIELDS = ("items", "quantiles", "method", "model")
+
+
+class Models:
+    """The loaded models by name; the request's ``model`` field picks one ("default" when absent)."""
+
+    def __init__(self, loaded: dict[str, Estimator]):
+        self.loaded = loaded
+
+    def pick(self, name) -> Estimator:
+        name = "default" if name is None else name
+        if not isinstance(name, str) or name not in self.loaded:
+            raise InputError("model", f"unknown model {name!r}; known: {', '.join(sorted(self.loaded))}")
+        return self.loaded[name]
+
+
+def models(request: Request) -> Models:
+    if request.app.state.estimator is None:
+        raise errors.NotReady
+    return Models(request.app.state.estimators)
 
 
 def estimator(request: Request) -> Estimator:
-    est = request.app.state.estimator
-    if est is None:
-        raise errors.NotReady
-    return est
+    return models(request).pick(None)
 
 
 Est = Annotated[Estimator, Depends(estimator)]
+ModelsDep = Annotated[Models, Depends(models)]
 
 
 def _response(est: Estimate, seconds: float) -> EstimateResponse:
@@ -47,17 +64,19 @@ def _method(value) -> str:
     return value
 
 
-def _estimate_json(body: bytes, est: Estimator) -> EstimateResponse:
+def _estimate_json(body: bytes, available: Models) -> EstimateResponse:
     start = time.perf_counter()
     obj = parsing.json_object(body, ESTIMATE_FIELDS)
+    est = available.pick(obj.get("model"))
     x, y = parsing.json_matrix(obj.get("x"), "x"), parsing.json_matrix(obj.get("y"), "y")
     result = est.estimate(x, y, parsing.json_quantiles(obj.get("quantiles")), _method(obj.get("method")))
     return _response(result, time.perf_counter() - start)
 
 
-def _batch_json(body: bytes, est: Estimator, max_items: int, max_cells: int) -> BatchResponse:
+def _batch_json(body: bytes, available: Models, max_items: int, max_cells: int) -> BatchResponse:
     start = time.perf_counter()
     obj = parsing.json_object(body, BATCH_FIELDS)
+    est = available.pick(obj.get("model"))
     items = obj.get("items")
     if not isinstance(items, list):
         raise InputError("items", "must be a list of {x, y} objects")
@@ -106,17 +125,17 @@ def _body_doc(model) -> dict:
 
 
 @router.post("/estimate", response_model=EstimateResponse, responses=PROBLEMS, openapi_extra=_body_doc(EstimateRequest))
-async def estimate(request: Request, est: Est) -> EstimateResponse:
+async def estimate(request: Request, available: ModelsDep) -> EstimateResponse:
     """Estimate I(X; Y): the body is an :class:`EstimateRequest` (rows of numbers)."""
-    return await request.app.state.admission.run(_estimate_json, await request.body(), est)
+    return await request.app.state.admission.run(_estimate_json, await request.body(), available)
 
 
 @router.post("/estimate/batch", response_model=BatchResponse, responses=PROBLEMS, openapi_extra=_body_doc(BatchRequest))
-async def estimate_batch(request: Request, est: Est) -> BatchResponse:
+async def estimate_batch(request: Request, available: ModelsDep) -> BatchResponse:
     """Many samples in one request; each item is answered (or refused) on its own."""
     settings = request.app.state.settings
     body = await request.body()
-    return await request.app.state.admission.run(_batch_json, body, est, settings.max_batch_items,
+    return await request.app.state.admission.run(_batch_json, body, available, settings.max_batch_items,
                                                  settings.max_batch_numbers)  # fmt: skip
 
 
@@ -128,11 +147,13 @@ NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-str
 @router.post("/estimate/npz", response_model=EstimateResponse, responses=PROBLEMS, openapi_extra=NPZ_BODY)
 async def estimate_npz(
     request: Request,
-    est: Est,
-    quantiles: Annotated[str, Query()] = ",".join(map(str, DEFAULT_QUANTILES)),
+    available: ModelsDep,
+    quantiles: Annotated[str, Query()] = NPZ_QUANTILES,
     method: str = "mist",
+    model: str = "default",
 ) -> EstimateResponse:
     """Binary upload: the body is an ``.npz`` file holding arrays ``x`` and ``y``."""
+    est = available.pick(model)
     return await request.app.state.admission.run(_estimate_npz, await request.body(), quantiles, method, est)
 
 
@@ -150,11 +171,29 @@ async def ready(request: Request):
     return {"ready": True}
 
 
+def _describe(name: str, est: Estimator) -> dict:
+    lim, meta = est.limits, est.info.get("meta_config") or {}
+    train = est.info.get("train_config") or {}
+    return {
+        "name": name,
+        "version": est.version,
+        "training": {"steps": est.info.get("step"), "config": train.get("name"), "meta_config": meta.get("name"),
+                     "trained_shapes": meta.get("dims"), "init_from": (est.info.get("init_from") or {}).get("version")},
+        "limits": {"min_n": lim.min_n, "max_n": lim.max_n, "max_dim": lim.max_dim},
+        "quantile_range": [float(est.grid[0]), float(est.grid[-1])],
+    }  # fmt: skip
+
+
 @router.get("/v1/model")
 async def model_info(est: Est) -> JSONResponse:
-    lim = est.limits
-    return JSONResponse({**est.info, "limits": {"min_n": lim.min_n, "max_n": lim.max_n, "max_dim": lim.max_dim},
-                         "quantile_range": [float(est.grid[0]), float(est.grid[-1])]})  # fmt: skip
+    """The default model: its checkpoint's metadata (including its stored evaluation) and limits."""
+    return JSONResponse({**est.info, **_describe("default", est)})
+
+
+@router.get("/v1/models")
+async def models_info(available: ModelsDep) -> JSONResponse:
+    """Every loaded model: name, version, training summary and supported ranges."""
+    return JSONResponse({"default": "default", "models": [_describe(k, v) for k, v in available.loaded.items()]})
 
 
 @router.get("/metrics")

@@ -11,7 +11,10 @@ from model.estimator import default_checkpoint_path
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MIST_")
 
-    checkpoint: str = Field(default_factory=lambda: str(default_checkpoint_path()))
+    checkpoint: str = Field(default_factory=lambda: str(default_checkpoint_path()), description="the default model")
+    # More models by name, picked per request with the "model" field: "lab=/models/lab.pt,other=/m/o.pt".
+    # A "default=PATH" entry replaces `checkpoint`.
+    checkpoints: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -24,3 +27,13 @@ class Settings(BaseSettings):
     estimate_slots: int = Field(2, ge=1, description="estimates running at once; more get 503 + Retry-After")
     deadline_s: float = Field(30.0, gt=0, description="per-request deadline; past it the answer is 504")
     graceful_shutdown_s: int = Field(10, ge=1, description="SIGTERM drains in-flight requests for at most this long")
+
+    def models(self) -> dict[str, str]:
+        """Model name → checkpoint path; "default" is always present."""
+        out = {"default": self.checkpoint}
+        for entry in filter(None, (e.strip() for e in self.checkpoints.split(","))):
+            name, sep, path = entry.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ValueError(f"MIST_CHECKPOINTS entry {entry!r} must read name=path")
+            out[name.strip()] = path.strip()
+        return out

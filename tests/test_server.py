@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from model.estimator import default_checkpoint_path
 from model.validation import MAX_DIM
 from server.app import create_app
 from server.settings import Settings
@@ -144,3 +145,25 @@ def test_docs_are_served_without_internet(client):
     assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     redoc = client.get("/redoc").text
     assert "cdn" not in redoc.lower() and client.get("/static-offline-docs/redoc.standalone.js").status_code == 200
+
+
+def test_several_models_by_name():
+    settings = Settings(checkpoints=f"lab={default_checkpoint_path()}")
+    with TestClient(create_app(settings)) as c:
+        listed = c.get("/v1/models").json()
+        assert [m["name"] for m in listed["models"]] == ["default", "lab"] and listed["default"] == "default"
+        assert all(m["version"] and m["limits"]["max_dim"] == MAX_DIM for m in listed["models"])
+        body = {"x": X.tolist(), "y": Y.tolist()}
+        a = c.post("/estimate", json=body).json()
+        b = c.post("/estimate", json={**body, "model": "lab"}).json()
+        assert a["mi_nats"] == pytest.approx(b["mi_nats"])  # same file under two names
+        r = c.post("/estimate", json={**body, "model": "nope"})
+        assert r.status_code == 422 and r.json()["field"] == "model" and "default, lab" in r.json()["detail"]
+        buf = io.BytesIO()
+        np.savez(buf, x=X, y=Y)
+        r = c.post(
+            "/estimate/npz?model=nope", content=buf.getvalue(), headers={"content-type": "application/octet-stream"}
+        )
+        assert r.status_code == 422 and r.json()["field"] == "model"
+    with pytest.raises(ValueError, match="name=path"):
+        Settings(checkpoints="justapath").models()

@@ -184,7 +184,8 @@ class BatchGenerator:
     def _reshapings(self, index: int, dx: int, dy: int) -> tuple[Reshaping, Reshaping]:
         """The task's maps, drawn from its own stream after its n and noise key (never from its data)."""
         rng = reshaping_rng(self.seed, index)
-        return draw_reshaping(rng, dx, self.config.transforms), draw_reshaping(rng, dy, self.config.transforms)
+        spec = self.config.transforms
+        return draw_reshaping(rng, dx, spec, "x"), draw_reshaping(rng, dy, spec, "y")
 
     def _gaussian_sample(self, group, keys, rows, dx, dy):
         covs = self._stack(group, "cov")
@@ -290,6 +291,9 @@ def _reshape(z: torch.Tensor, maps: list[Reshaping], device) -> torch.Tensor:
     def which(attr: str) -> list[int]:
         return [i for i, m in enumerate(maps) if getattr(m, attr) is not None]
 
+    if idx := which("fitted"):  # one fitted flow per side, shared by every task
+        z[idx] = _standardize(z[idx])
+        z[idx] = maps[idx[0]].fitted.apply(z[idx].reshape(-1, d)).reshape(len(idx), -1, d)
     if idx := which("linear"):
         z[idx] = _standardize(z[idx])
         mats = torch.as_tensor(np.stack([maps[i].linear.matrix for i in idx]), device=device)

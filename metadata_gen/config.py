@@ -22,6 +22,10 @@ class ConfigError(ValueError):
     """A config file that cannot be used; the message names the field."""
 
 
+class AdaptError(ConfigError):
+    """User data that cannot shape a meta-distribution (``mist adapt``); the message says what to fix."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -182,9 +186,17 @@ class FlowSpec(StageSpec):
         return self
 
 
+class FittedSpec(_Strict):
+    """Flows fitted to a lab's data (``mist adapt``): files applied to every task's X and/or Y first."""
+
+    x: str | None = None
+    y: str | None = None
+
+
 class TransformsConfig(_Strict):
     """MI-preserving reshaping, drawn separately for X and for Y, applied in this order."""
 
+    fitted: FittedSpec = FittedSpec()
     linear: StageSpec = StageSpec()
     spiral: StageSpec = StageSpec()
     flow: FlowSpec = FlowSpec()

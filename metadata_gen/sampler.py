@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from metadata_gen.config import MetaConfig, TransformsConfig
+from metadata_gen.config import ConfigError, MetaConfig, TransformsConfig
 from metadata_gen.families import FAMILIES, JointDistribution
 from metadata_gen.transforms import (
     FLOW_BANK,
@@ -125,6 +125,7 @@ class Reshaping:
     """One side's randomly drawn MI-preserving maps, in the order they are applied (``None``: stage skipped).
     Each applied stage is preceded by a standardization fitted on a pilot sample."""
 
+    fitted: object | None = None  # metadata_gen.fitted_flows.FittedFlowMap (imported only when configured)
     linear: Linear | None = None
     spiral: Spiral | None = None
     flow: RandomFlow | None = None
@@ -132,12 +133,26 @@ class Reshaping:
     coordinatewise: Coordinatewise | None = None
 
     def stages(self) -> list:
-        return [t for t in (self.linear, self.spiral, self.flow, self.coordinatewise) if t is not None]
+        stages = (self.fitted, self.linear, self.spiral, self.flow, self.coordinatewise)
+        return [t for t in stages if t is not None]
 
 
-def draw_reshaping(rng: np.random.Generator, d: int, spec: TransformsConfig) -> Reshaping:
+def fitted_map(spec: TransformsConfig, side: str, d: int):
+    """The fitted flow configured for ``side`` ("x" or "y"), checked against the side's dimension; or None."""
+    path = getattr(spec.fitted, side)
+    if path is None:
+        return None
+    from metadata_gen.fitted_flows import FittedFlowMap
+
+    fitted = FittedFlowMap(path)
+    if fitted.d != d:
+        raise ConfigError(f"transforms.fitted.{side}: {path} was fitted for d{side} = {fitted.d}, the task has {d}")
+    return fitted
+
+
+def draw_reshaping(rng: np.random.Generator, d: int, spec: TransformsConfig, side: str = "x") -> Reshaping:
     """Draw one side's maps (no data involved: the batched and the reference paths share these draws)."""
-    out = Reshaping()
+    out = Reshaping(fitted=fitted_map(spec, side, d))
     if rng.uniform() < spec.linear.probability:
         out.linear = Linear.random(rng, d)
     if d >= 2 and rng.uniform() < spec.spiral.probability:
@@ -189,8 +204,8 @@ def sample_task(
     dist = build_distribution(draw, config)
     pilot_x, pilot_y = dist.sample(rng, PILOT_SAMPLES)
     maps_rng = reshaping_rng(seed, index)
-    chain_x = build_reshaping(draw_reshaping(maps_rng, dist.dx, config.transforms), pilot_x)
-    chain_y = build_reshaping(draw_reshaping(maps_rng, dist.dy, config.transforms), pilot_y)
+    chain_x = build_reshaping(draw_reshaping(maps_rng, dist.dx, config.transforms, "x"), pilot_x)
+    chain_y = build_reshaping(draw_reshaping(maps_rng, dist.dy, config.transforms, "y"), pilot_y)
     x, y = dist.sample(rng, n)
     return Task(
         x=chain_x.forward(x).astype(np.float32),

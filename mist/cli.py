@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -59,7 +60,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from model.training.evaluate import (
         SUITES,
         checkpoint_summary,
-        evaluate,
+        comparison_table,
+        evaluate_many,
         markdown_table,
         quality_checks,
         quality_table,
@@ -70,9 +72,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UserError("--tasks-per-bucket must be >= 1")
     if args.check_tasks < 0:
         raise UserError("--check-tasks must be >= 0 (0 skips the quality checks)")
+    if args.suite not in (*SUITES, "textbook", "all") and not Path(args.suite).is_file():
+        raise UserError(f"--suite {args.suite!r}: use held-in, held-out, textbook, all, or a meta-distribution file")
     est = Estimator.load(args.checkpoint)
+    models = {"checkpoint": est}
+    if args.compare:
+        models["compare"] = Estimator.load(args.compare)
     suites = [*SUITES, "textbook"] if args.suite == "all" else [args.suite]
-    reports = [evaluate(est, s, args.tasks_per_bucket, progress=not args.quiet) for s in suites]
+    results = [evaluate_many(models, s, args.tasks_per_bucket, progress=not args.quiet) for s in suites]
+    reports = [r["checkpoint"] for r in results]
+    if args.compare:
+        for r in results:
+            print(comparison_table(r), end="\n\n")
     checks = quality_checks(est, args.check_tasks, progress=not args.quiet) if args.check_tasks else None
     for r in reports:
         print(markdown_table(r), end="\n\n")
@@ -129,6 +140,26 @@ def _read_pair(args: argparse.Namespace):
     if not (args.x and args.y):
         raise UserError("give DATA (.npz with arrays x and y, as POST /estimate/npz takes) or both --x and --y")
     return _load_array(args.x), _load_array(args.y)
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from model.training.adapt import adapt
+
+    if args.data:
+        x, y = _read_pair(argparse.Namespace(data=args.data, x=None, y=None))
+    else:
+        x, y = _read_pair(argparse.Namespace(data=None, x=args.x, y=args.y))
+    summary = adapt(x, y, args.out, args.base_meta, args.init, args.minutes, args.steps, args.flow_epochs,
+                    args.eval_tasks, progress=not args.quiet)  # fmt: skip
+    for side, fit in summary["flows"].items():
+        if isinstance(fit, dict):
+            print(f"flow {side}: held-out NLL {fit['heldout_nll_flow']:.3f} nats/dim vs Gaussian "
+                  f"{fit['heldout_nll_gaussian']:.3f} ({fit['epochs']} epochs)")  # fmt: skip
+        else:
+            print(f"flow {side}: {fit}")
+    print(summary["table"])
+    print(f"adapted checkpoint: {summary['checkpoint']}  (serve it: MIST_CHECKPOINTS=lab={summary['checkpoint']})")
+    return 0
 
 
 def _estimate(args: argparse.Namespace) -> int:
@@ -206,13 +237,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on held-in / held-out suites against baselines")
     e.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
-    e.add_argument("--suite", choices=["held-in", "held-out", "textbook", "all"], default="all")
+    e.add_argument("--suite", default="all", help="held-in, held-out, textbook, all, or a meta-distribution file")
+    e.add_argument("--compare", default=None, help="a second checkpoint, evaluated side by side on the same arrays")
     e.add_argument("--tasks-per-bucket", type=int, default=30)
     e.add_argument("--check-tasks", type=int, default=40, help="tasks per quality check (0: skip the checks)")
     e.add_argument("--out", default="runs/evaluation")
     e.add_argument("--ship", default=None, help="also export the checkpoint here with this evaluation inside")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(handler=_evaluate)
+
+    a = sub.add_parser("adapt", help="fit flows to your data, fine-tune on tasks shaped like it, compare")
+    a.add_argument("data", nargs="?", help=".npz holding arrays x and y")
+    a.add_argument("--x", help="X alone: .npy, .csv or a one-array .npz")
+    a.add_argument("--y", help="Y alone")
+    a.add_argument("--out", required=True, help="directory for flows, configs, checkpoint and evaluation")
+    a.add_argument("--base-meta", default="configs/meta/default.toml", help="meta-distribution drawn before the flows")
+    a.add_argument("--init", default="checkpoints/mist-default.pt", help="checkpoint to fine-tune")
+    a.add_argument("--minutes", type=float, default=10.0, help="fine-tuning budget (wall clock)")
+    a.add_argument("--steps", type=int, default=100_000, help="fine-tuning step cap")
+    a.add_argument("--flow-epochs", type=int, default=200, help="cap on flow epochs (early stopping decides)")
+    a.add_argument("--eval-tasks", type=int, default=20, help="tasks per n bucket of the comparison")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(handler=_adapt)
 
     s = sub.add_parser("estimate", help="estimate I(X;Y) for arrays in files (rows = samples)")
     s.add_argument("data", nargs="?", help=".npz holding arrays x and y (the body POST /estimate/npz takes)")
@@ -239,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (UserError, ConfigError, FileNotFoundError, InputError) as err:
+    except (UserError, ConfigError, FileNotFoundError, InputError) as err:  # AdaptError is a ConfigError
         print(f"error: {err}", file=sys.stderr)
         return 2
 

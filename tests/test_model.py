@@ -300,10 +300,23 @@ def test_train_config_errors_name_the_field(tmp_path: Path):
     assert (overridden.optim.steps, overridden.out_dir) == (7, str(tmp_path))
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs/train").glob("*.toml")), ids=lambda p: p.name)
+TRAIN_CONFIGS = sorted((ROOT / "configs/train").glob("*.toml")) + [ROOT / "examples/lab_finetune.toml"]
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
 def test_every_training_config_in_the_repo_is_valid(path: Path):
+    from metadata_gen.config import load_config
+
     cfg = load_train_config(path)
-    assert cfg.optim.steps >= 1 and (ROOT / cfg.data.meta_config).is_file()
+    assert cfg.optim.steps >= 1 and load_config(ROOT / cfg.data.meta_config).families.enabled()
+
+
+def test_fine_tune_configs_match_the_shipped_network():
+    """A config meant for --init checkpoints/mist-default.pt must build the shipped network's shape."""
+    shipped = load_checkpoint(ROOT / "checkpoints/mist-default.pt")["network"]
+    for path in (ROOT / "configs/train/head_refit.toml", ROOT / "examples/lab_finetune.toml"):
+        model = load_train_config(path).model.model_dump()
+        assert {k: v for k, v in model.items() if k in shipped} == {k: shipped[k] for k in model if k in shipped}
 
 
 def test_anchor_stays_honest_when_n_is_close_to_the_dimension():

@@ -127,22 +127,44 @@ def textbook_tasks(seeds: int = TEXTBOOK_SEEDS) -> list[Task]:
     return [_textbook_task(g, n, s) for g in TEXTBOOK_GROUPS for n in TEXTBOOK_N for s in range(seeds)]
 
 
+def load_suite(suite: str, tasks_per_bucket: int) -> list[Task]:
+    """The tasks of a named suite (held-in, held-out, textbook) or of a meta-distribution config file (its own
+    shape prior, ``3 · tasks_per_bucket`` tasks from seeds disjoint from training)."""
+    if suite == "textbook":
+        return textbook_tasks(min(tasks_per_bucket, TEXTBOOK_SEEDS))
+    if suite in SUITES:
+        return suite_tasks(load_config(SUITES[suite]), tasks_per_bucket)
+    if not Path(suite).is_file():
+        raise ValueError(f"unknown suite {suite!r}: use held-in, held-out, textbook or a meta-distribution config file")
+    meta = load_config(suite)
+    seed = meta.seed + SUITE_SEED_OFFSET
+    return [sample_task(meta, k, seed) for k in range(tasks_per_bucket * len(N_BUCKETS))]
+
+
 def evaluate(estimator: Estimator, suite: str, tasks_per_bucket: int = 30, progress: bool = True) -> dict:
     """Run one suite; returns {"overall": ..., "by_bucket": ..., "by_family": ..., "calibration": ...}.
     ``textbook`` takes ``tasks_per_bucket`` as the number of seeds per group and n (at most 10 are meaningful)."""
-    if suite == "textbook":
-        tasks = textbook_tasks(min(tasks_per_bucket, TEXTBOOK_SEEDS))
-    else:
-        tasks = suite_tasks(load_config(SUITES[suite]), tasks_per_bucket)
+    return evaluate_many({"model": estimator}, suite, tasks_per_bucket, progress)["model"]
+
+
+def evaluate_many(
+    estimators: dict[str, Estimator], suite: str, tasks_per_bucket: int = 30, progress: bool = True
+) -> dict[str, dict]:
+    """:func:`evaluate` for several checkpoints on the same arrays, with KSG and GC computed once."""
+    tasks = load_suite(suite, tasks_per_bucket)
+    base = [{"ksg": baselines.ksg(t.x, t.y), "gaussian_copula": baselines.gaussian_copula(t.x, t.y)}
+            for t in tqdm(tasks, desc=f"baselines {Path(suite).stem}", disable=not progress)]  # fmt: skip
+    return {name: _report(est, suite, tasks, base, progress) for name, est in estimators.items()}
+
+
+def _report(estimator: Estimator, suite: str, tasks: list[Task], base: list[dict], progress: bool) -> dict:
     rows, taus = [], np.asarray(estimator.grid)
     below = []
-    for t in tqdm(tasks, desc=f"evaluate {suite}", disable=not progress):
+    for t, b in zip(tqdm(tasks, desc=f"evaluate {Path(suite).stem}", disable=not progress), base, strict=True):
         grid_q = estimator.grid_quantiles(*validate_pair(t.x, t.y, estimator.limits))
         below.append(t.mi <= grid_q)
-        row = {"family": t.family, "n": t.n, "mi": t.mi, "median": float(np.interp(0.5, taus, grid_q))}
+        row = {"family": t.family, "n": t.n, "mi": t.mi, "median": float(np.interp(0.5, taus, grid_q)), **b}
         row["q"] = np.interp([0.05, 0.25, 0.75, 0.95], taus, grid_q).tolist()
-        row["ksg"] = baselines.ksg(t.x, t.y)
-        row["gaussian_copula"] = baselines.gaussian_copula(t.x, t.y)
         rows.append(row)
     groups: dict[str, dict[str, list]] = {"by_bucket": defaultdict(list), "by_family": defaultdict(list)}
     for r in rows:
@@ -163,6 +185,30 @@ def evaluate(estimator: Estimator, suite: str, tasks_per_bucket: int = 30, progr
             "error": float(np.abs(frac_below - taus).mean()),
         },
     }
+
+
+def comparison_table(reports: dict[str, dict]) -> str:
+    """Checkpoints side by side on one suite: MAE, 90 % coverage and width per checkpoint, then KSG and GC."""
+    names = list(reports)
+    first = reports[names[0]]
+    cols = [f"MAE {n}" for n in names] + [f"cov90 {n}" for n in names] + [f"width90 {n}" for n in names]
+    head = "| group | tasks | " + " | ".join(cols) + " | MAE KSG | MAE GC |\n" + "|---" * (len(cols) + 4) + "|"
+    lines = [f"### {first['suite']}: " + ", ".join(f"{n} = {r['version']}" for n, r in reports.items()), "", head]
+    keys = [("all", ("overall",))] + [(f"n {k}", ("by_bucket", k)) for k in first["by_bucket"]]
+    keys += [(k, ("by_family", k)) for k in first["by_family"]]
+    for label, path in keys:
+        cells = [_dig(reports[n], path) for n in names]
+        vals = [f"{c['mae']:.3f}" for c in cells] + [f"{c['coverage_90']:.2f}" for c in cells]
+        vals += [f"{c['width_90']:.2f}" for c in cells]
+        lines.append(f"| {label} | {cells[0]['tasks']} | " + " | ".join(vals)
+                     + f" | {cells[0]['mae_ksg']:.3f} | {cells[0]['mae_gaussian_copula']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _dig(report: dict, path: tuple[str, ...]) -> dict:
+    for key in path:
+        report = report[key]
+    return report
 
 
 def markdown_table(report: dict) -> str:

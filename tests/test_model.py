@@ -300,7 +300,7 @@ def test_train_config_errors_name_the_field(tmp_path: Path):
     assert (overridden.optim.steps, overridden.out_dir) == (7, str(tmp_path))
 
 
-TRAIN_CONFIGS = sorted((ROOT / "configs/train").glob("*.toml")) + [ROOT / "examples/lab_finetune.toml"]
+TRAIN_CONFIGS = [*sorted((ROOT / "configs/train").glob("*.toml")), ROOT / "examples/lab_finetune.toml"]
 
 
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)

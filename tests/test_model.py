@@ -341,7 +341,7 @@ def test_constant_side_gives_exactly_zero(shipped):
 def test_shipped_checkpoint_is_honest_when_n_is_close_to_the_dimension(shipped):
     rng = np.random.default_rng(3)
     est = shipped.estimate(rng.standard_normal((35, 31)), rng.standard_normal((35, 31)))
-    assert est.interval_90[0] == 0.0 and est.median < 1.0  # no confident nonsense (was 65.6 [56.3, 65.6])
+    assert est.interval_90[0] == 0.0 and est.median < 1.0  # honest: no confident nonsense
 
 
 def test_serving_imports_no_training_or_generation_module():

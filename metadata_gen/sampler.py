@@ -86,7 +86,13 @@ def draw_n(rng: np.random.Generator, config: MetaConfig) -> int:
 
 def draw_dims(rng: np.random.Generator, config: MetaConfig) -> tuple[int, int]:
     d = config.dims
-    return int(rng.integers(d.dx.low, d.dx.high + 1)), int(rng.integers(d.dy.low, d.dy.high + 1))
+
+    def one(r) -> int:
+        if d.dims_prior == "log_uniform":
+            return min(int(np.exp(rng.uniform(np.log(r.low), np.log(r.high + 1)))), r.high)
+        return int(rng.integers(r.low, r.high + 1))
+
+    return one(d.dx), one(d.dy)
 
 
 def draw_shape(rng: np.random.Generator, config: MetaConfig) -> tuple[int, int, int]:

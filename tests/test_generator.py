@@ -143,3 +143,16 @@ def test_cli_generate_and_bad_input(tmp_path: Path, capsys):
     assert main(["generate", "--config", str(tmp_path / "nope.toml"), "--tasks", "5", "--out", "x"]) == 2
     assert "config file not found" in capsys.readouterr().err
     assert main(["generate", "--config", str(HELDOUT_META), "--tasks", "0", "--out", "x"]) == 2
+
+
+def test_log_uniform_dims_prior_favours_small_dims(default_meta):
+    from metadata_gen.sampler import draw_dims
+
+    rng = np.random.default_rng(0)
+    dims = np.array([draw_dims(rng, default_meta) for _ in range(4000)])
+    assert default_meta.dims.dims_prior == "log_uniform"
+    assert 0.2 < np.mean(dims[:, 0] == 1) < 0.3  # log(2) / log(17) = 0.245
+    assert dims.min() == 1 and dims.max() == 16
+    uniform = meta_variant(dims={"dx": {"low": 1, "high": 16}, "dy": {"low": 1, "high": 16}})
+    flat = np.array([draw_dims(rng, uniform) for _ in range(4000)])
+    assert np.mean(flat[:, 0] == 1) < 0.1

@@ -13,7 +13,8 @@ else
 fi
 PY=${PY:-python3}
 if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 5 > "$OUT/gpu_util.csv" &
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 5 > "$OUT/gpu_util.csv" 2>&1 &
+    trap 'kill $! 2>/dev/null || true' EXIT  # the logger must not outlive the run (it holds the output pipe)
 fi
 CONFIG=configs/train/gpu.toml
 EXTRA=()
@@ -21,8 +22,13 @@ if [ "${GPU_SMOKE:-0}" = 1 ]; then
     CONFIG=configs/train/tiny.toml
     EXTRA=(--steps 20)
 fi
+if [ -n "${STEPS:-}" ]; then  # a shorter run than the config's budget
+    EXTRA=(--steps "$STEPS")
+fi
 $PY benchmarks/generate_bench.py --device auto --seconds "${GEN_SECONDS:-20}" --out "$OUT/generate_gpu.json" 2>&1 | tail -20 || echo "generate bench failed"
-$PY scripts/profile_steps.py --config "$CONFIG" --out "$OUT/profile.txt" 2>&1 | tail -5 || echo "profile failed"
+if [ "${PROFILE:-1}" = 1 ]; then
+    $PY scripts/profile_steps.py --config "$CONFIG" --out "$OUT/profile.txt" 2>&1 | tail -5 || echo "profile failed"
+fi
 $PY -m mist.cli train --config "$CONFIG" --out-dir "$OUT/run" --quiet "${EXTRA[@]}"
 $PY - "$OUT" <<'PY'
 import sys, torch

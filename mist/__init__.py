@@ -1,5 +1,5 @@
-"""MIST estimator: command-line entry point and version (from the installed package metadata)."""
+"""MIST estimator: command-line entry point and version."""
 
-from importlib.metadata import version
+from model.package_version import package_version
 
-__version__ = version("mist-estimator")
+__version__ = package_version()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from importlib.metadata import version
 
 import torch
 from fastapi import FastAPI, Request
@@ -16,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from model.estimator import Estimator
+from model.package_version import package_version
 from server import errors
 from server.limits import Admission, BodyLimit
 from server.routes import router
@@ -49,7 +49,7 @@ def create_app(
 
     # fastapi-offline serves the Swagger UI and ReDoc assets from the installed package: /docs works in a cluster
     # without internet (FastAPI's default pages load them from a public CDN).
-    app = FastAPIOffline(title="MIST mutual-information estimator", version=version("mist-estimator"),
+    app = FastAPIOffline(title="MIST mutual-information estimator", version=package_version(),
                          lifespan=lifespan)  # fmt: skip
     app.state.estimator, app.state.estimators = None, {}
     app.state.settings, app.state.registry = settings, registry

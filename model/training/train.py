@@ -12,7 +12,6 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +27,7 @@ from metadata_gen.config import ConfigError, MetaConfig, load_config, read_confi
 from metadata_gen.sampler import draw_shape, task_rng
 from model.checkpoint import load_checkpoint, load_weights_widening_head, save_checkpoint
 from model.network import STAT_NAMES, MISTNetwork, NetworkConfig, Scale
+from model.package_version import package_version
 
 
 class _Strict(BaseModel):
@@ -277,7 +277,7 @@ def _save(path: Path, net: MISTNetwork, opt, step: int, cfg: TrainConfig, meta: 
         path,
         {
             "init_from": init_from,
-            "version": f"{cfg.name}-{version('mist-estimator')}-step{step}",
+            "version": f"{cfg.name}-{package_version()}-step{step}",
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": opt.state_dict(),
             "step": step,

@@ -375,3 +375,16 @@ def test_cli_estimate_reads_the_service_npz_csv_with_header_and_names_bad_files(
     assert "bad.csv" in capsys.readouterr().err
     assert main(["estimate"]) == 2
     assert "DATA" in capsys.readouterr().err
+
+
+def test_knn_statistic_is_finite_on_ties_and_reads_non_monotone_dependence():
+    from model.network import knn_mi
+
+    tied = torch.zeros(2, 100, 1)
+    tied[:, 50:] = 1.0  # duplicate rows put the k-th neighbour at distance 0 (this once gave NaN losses)
+    assert torch.isfinite(knn_mi(gaussian_scores(tied), gaussian_scores(tied))).all()
+    torch.manual_seed(0)
+    x = torch.randn(2, 1500, 2)
+    y = x.norm(dim=-1, keepdim=True) + 0.1 * torch.randn(2, 1500, 1)  # Y depends on the radius of X
+    sx, sy = gaussian_scores(x), gaussian_scores(y)
+    assert (knn_mi(sx, sy, rows=1500) > 1.0).all() and (gaussian_copula_mi(sx, sy) < 0.05).all()

@@ -53,7 +53,7 @@ def create_app(
                          lifespan=lifespan)  # fmt: skip
     app.state.estimator, app.state.estimators = None, {}
     app.state.settings, app.state.registry = settings, registry
-    app.state.admission = Admission(settings.estimate_slots, settings.deadline_s)
+    app.state.admission = Admission(settings.estimate_slots, settings.deadline_s, settings.max_waiting)
     for exc, handler in errors.HANDLERS.items():
         app.add_exception_handler(exc, handler)
     app.include_router(router)

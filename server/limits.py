@@ -4,7 +4,6 @@ work, and time."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -62,20 +61,34 @@ class DeadlineExceeded(Exception):  # noqa: N818 (the name says it)
 
 
 class Admission:
-    """At most ``slots`` estimates run at once (each in a worker thread); a request that finds no free slot is
-    refused at once rather than queued, and one that runs past ``deadline_s`` is answered 504.
+    """At most ``slots`` estimates run at once (each in a worker thread). A request waits for a slot, at most
+    ``max_waiting`` of them at a time and within its deadline; past either it is refused with 503 (retry later).
+    A request whose work runs past ``deadline_s`` (counted from arrival) is answered 504.
 
-    A thread cannot be interrupted: work past its deadline (or whose client left) finishes in the background
-    and only then frees its slot, so memory and CPU stay bounded by ``slots`` whatever clients do."""
+    A thread cannot be interrupted: work past its deadline (or whose client left) finishes in the background and
+    only then frees its slot, so memory and CPU stay bounded by ``slots`` whatever clients do; a waiting request
+    holds only its raw body."""
 
-    def __init__(self, slots: int, deadline_s: float):
-        self.slots, self.deadline_s = slots, deadline_s
-        self._free = threading.BoundedSemaphore(slots)
+    def __init__(self, slots: int, deadline_s: float, max_waiting: int = 16):
+        self.slots, self.deadline_s, self.max_waiting = slots, deadline_s, max_waiting
+        self._free = asyncio.Semaphore(slots)
+        self._waiting = 0
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if not self._free.acquire(blocking=False):
-            raise Busy
         loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        if self._free.locked():
+            if self._waiting >= self.max_waiting:
+                raise Busy
+            self._waiting += 1
+            try:
+                await asyncio.wait_for(self._free.acquire(), self.deadline_s)
+            except TimeoutError:
+                raise Busy from None
+            finally:
+                self._waiting -= 1
+        else:
+            await self._free.acquire()
         try:
             future = loop.run_in_executor(None, fn, *args)
         except BaseException:
@@ -83,6 +96,6 @@ class Admission:
             raise
         future.add_done_callback(lambda _: self._free.release())
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.deadline_s)
+            return await asyncio.wait_for(asyncio.shield(future), self.deadline_s - (loop.time() - arrived))
         except TimeoutError:
             raise DeadlineExceeded from None

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 32 * 1024 * 1024
     max_batch_items: int = 256
     max_batch_numbers: int = 4_000_000
-    estimate_slots: int = Field(2, ge=1, description="estimates running at once; more get 503 + Retry-After")
+    estimate_slots: int = Field(2, ge=1, description="estimates running at once; others wait for a slot")
+    max_waiting: int = Field(16, ge=0, description="requests waiting for a slot; past it: 503 + Retry-After")
     deadline_s: float = Field(30.0, gt=0, description="per-request deadline; past it the answer is 504")
     graceful_shutdown_s: int = Field(10, ge=1, description="SIGTERM drains in-flight requests for at most this long")
 

@@ -120,9 +120,25 @@ def test_ksg_work_budget_names_the_method(client):
     assert r.status_code == 422 and r.json()["field"] == "method" and "n·(dx+dy)" in r.json()["detail"]
 
 
+def test_admission_waits_for_a_slot_within_bounds():
+    async def scenario() -> list[str]:
+        gate = Admission(slots=1, deadline_s=2.0, max_waiting=1)
+        runs = [asyncio.ensure_future(gate.run(time.sleep, 0.2)) for _ in range(3)]
+        outcomes = []
+        for run in runs:
+            try:
+                await run
+                outcomes.append("ran")
+            except Busy:
+                outcomes.append("busy")
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["ran", "ran", "busy"]  # one runs, one waits, the third finds the line full
+
+
 def test_admission_refuses_when_full_and_answers_deadlines():
     async def scenario() -> tuple[str, str]:
-        gate = Admission(slots=1, deadline_s=0.3)
+        gate = Admission(slots=1, deadline_s=0.3, max_waiting=0)
         slow = asyncio.ensure_future(gate.run(time.sleep, 0.6))
         await asyncio.sleep(0.05)
         try:

@@ -117,6 +117,9 @@ class BatchGenerator:
             spec = self.config.families.enabled()[draw.family]
             params = draw_parameters(draw.rng, draw.family, draw.dx, draw.dy, draw.target, spec)
             params.update(_dx=draw.dx, _dy=draw.dy, _key=int(draw.rng.integers(2**32)))
+            if "cov" in params:  # one root per distribution: a batched eigh may pick another basis of a repeated
+                w, v = np.linalg.eigh(params["cov"])  # eigenvalue, and the sample would depend on its batch
+                params["_root"] = v * np.sqrt(np.clip(w, 0.0, None))
             self._cache[key] = _Distribution(draw.family, params)
             while len(self._cache) > 4096:
                 self._cache.popitem(last=False)
@@ -188,9 +191,7 @@ class BatchGenerator:
         return draw_reshaping(rng, dx, spec, "x"), draw_reshaping(rng, dy, spec, "y")
 
     def _gaussian_sample(self, group, keys, rows, dx, dy):
-        covs = self._stack(group, "cov")
-        w, v = torch.linalg.eigh(covs)
-        root = v * w.clamp_min(0.0).sqrt()[:, None, :]
+        root = self._stack(group, "_root")
         z = counter_rng.normals(keys, _SAMPLE, (rows, dx + dy)) @ root.transpose(1, 2)
         if group[0].family == "student_t":
             nu = self._stack(group, "nu")
@@ -325,41 +326,46 @@ _DEVICE_FLOWS: dict[tuple[int, str], object] = {}
 
 @torch.no_grad()
 def _run_flow(flow, flat: torch.Tensor, device) -> torch.Tensor:
-    if device.type != "cpu":
-        key = (id(flow), str(device))
-        if key not in _DEVICE_FLOWS:
-            import copy
+    """A bank flow on a float32 copy of its layers (generation only runs the forward direction, where float32
+    suffices; the reference path keeps float64 for exact inverses), cached per device."""
+    key = (id(flow), str(device))
+    if key not in _DEVICE_FLOWS:
+        import copy
 
-            _DEVICE_FLOWS[key] = copy.deepcopy(flow)
-            for layer in _DEVICE_FLOWS[key].layers:
-                layer.to(device)
-        flow = _DEVICE_FLOWS[key]
-    t = flat.double()
+        _DEVICE_FLOWS[key] = copy.deepcopy(flow)
+        for layer in _DEVICE_FLOWS[key].layers:
+            layer.float().to(device)
+    flow = _DEVICE_FLOWS[key]
+    t = flat.float()
     for layer, fast_inv in zip(flow.layers, flow.fast_is_inverse, strict=True):
         t, _ = layer.inverse(t) if fast_inv else layer.forward(t)
-    return t
+    return t.to(flat.dtype)
 
 
 def _coordinatewise(z: torch.Tensor, maps: list[list[Monotone1D]]) -> torch.Tensor:
-    """Per (task, coordinate) strictly increasing maps, one tensor expression per kind."""
+    """Per (task, coordinate) strictly increasing maps: each kind is computed only on its own columns."""
     kinds = ("half_cube", "asinh", "normal_cdf", "wiggly", "monotone")
-    kind = torch.tensor([[kinds.index(m.kind) for m in row] for row in maps], device=z.device)[:, None, :]
-    out = z.clone()
-    for k, fn in enumerate((lambda t: t * t.abs().sqrt(), torch.asinh, torch.special.ndtr)):
-        if (kind == k).any():
-            out = torch.where(kind == k, fn(z), out)
-    if (kind == 3).any():
-        p = torch.as_tensor(
-            np.array([[m.params if m.kind == "wiggly" else np.zeros(9) for m in row] for row in maps]), device=z.device
-        )[:, None]  # fmt: skip  (b, 1, d, 9)
-        a, w, ph = p[..., 0:3], p[..., 3:6], p[..., 6:9]
-        wig = z + (a * torch.sin(z[..., None] * w + ph)).sum(-1)
-        out = torch.where(kind == 3, wig, out)
-    if (kind == 4).any():
-        p = torch.as_tensor(np.array([[m.params if m.kind == "monotone" else np.r_[1.0, np.zeros(12)] for m in row]
-                                      for row in maps]), device=z.device)[:, None]  # fmt: skip
-        alpha, beta, t, s = p[..., 0], p[..., 1:5], p[..., 5:9], p[..., 9:13]
-        s = torch.where(s > 0, s, torch.ones_like(s))
-        mono = alpha * z + (beta * torch.tanh((z[..., None] - t) / s)).sum(-1)
-        out = torch.where(kind == 4, mono, out)
-    return out
+    kind = torch.tensor([[kinds.index(m.kind) for m in row] for row in maps], device=z.device)  # (b, d)
+    cols = z.transpose(1, 2).clone()  # (b, d, rows)
+    for k, name in enumerate(kinds):
+        where = kind == k
+        if not bool(where.any()):
+            continue
+        v = cols[where]  # (m, rows)
+        if name == "half_cube":
+            out = v * v.abs().sqrt()
+        elif name == "asinh":
+            out = torch.asinh(v)
+        elif name == "normal_cdf":
+            out = torch.special.ndtr(v)
+        else:
+            params = [m.params for row in maps for m in row if m.kind == name]  # row-major, as where's order
+            p = torch.as_tensor(np.stack(params), dtype=v.dtype, device=v.device)[:, None, :]  # (m, 1, P)
+            if name == "wiggly":  # x + Σ a sin(w x + φ)
+                a, w, ph = p[..., 0:3], p[..., 3:6], p[..., 6:9]
+                out = v + (a * torch.sin(v[..., None] * w + ph)).sum(-1)
+            else:  # α x + Σ β tanh((x − t) / s)
+                alpha, beta, t, sc = p[..., 0], p[..., 1:5], p[..., 5:9], p[..., 9:13]
+                out = alpha * v + (beta * torch.tanh((v[..., None] - t) / sc)).sum(-1)
+        cols[where] = out
+    return cols.transpose(1, 2)

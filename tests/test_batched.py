@@ -151,3 +151,15 @@ def test_non_monotone_families_are_a_quarter_of_training_and_held_out_geometries
     held = heldout.families.enabled()
     assert not set(held["gmm"].layouts) & set(default.families.gmm.layouts)
     assert not set(held["functional"].kinds) & set(default.families.functional.kinds)
+
+
+def test_batched_coordinatewise_maps_equal_the_reference_maps():
+    from metadata_gen.batched import _coordinatewise
+    from metadata_gen.config import COORDINATEWISE_KINDS
+    from metadata_gen.transforms import Coordinatewise
+
+    rng = np.random.default_rng(0)
+    maps = [Coordinatewise.random(rng, 6, COORDINATEWISE_KINDS).maps for _ in range(5)]
+    z = torch.tensor(rng.standard_normal((5, 100, 6)))
+    ref = np.stack([np.stack([m(z[b, :, j].numpy()) for j, m in enumerate(maps[b])], 1) for b in range(5)])
+    np.testing.assert_allclose(_coordinatewise(z, maps).numpy(), ref, rtol=0, atol=1e-12)

@@ -148,8 +148,12 @@ def fitted_map(spec: TransformsConfig, side: str, d: int):
     path = getattr(spec.fitted, side)
     if path is None:
         return None
+    from pathlib import Path
+
     from metadata_gen.fitted_flows import FittedFlowMap
 
+    if not Path(path).is_file():
+        raise ConfigError(f"transforms.fitted.{side}: flow file not found: {path}")
     fitted = FittedFlowMap(path)
     if fitted.d != d:
         raise ConfigError(f"transforms.fitted.{side}: {path} was fitted for d{side} = {fitted.d}, the task has {d}")

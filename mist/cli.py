@@ -145,6 +145,9 @@ def _read_pair(args: argparse.Namespace):
 def _adapt(args: argparse.Namespace) -> int:
     from model.training.adapt import adapt
 
+    for flag in ("minutes", "steps", "flow_epochs", "eval_tasks"):
+        if getattr(args, flag) <= 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be > 0")
     if args.data:
         x, y = _read_pair(argparse.Namespace(data=args.data, x=None, y=None))
     else:

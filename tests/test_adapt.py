@@ -86,3 +86,16 @@ def test_adapt_end_to_end_at_tiny_size(tmp_path: Path):
     meta = json.loads((tmp_path / "lab" / "meta.json").read_text())
     assert meta["dims"]["dx"] == {"low": 4, "high": 4} and meta["transforms"]["fitted"]["y"].endswith("flow_y.pt")
     assert set(summary["mae"]) == {"start", "adapted"} and "MAE start" in summary["table"]
+
+
+def test_adapt_cli_and_config_errors_name_the_problem(tmp_path: Path, capsys):
+    from metadata_gen.config import ConfigError
+    from mist.cli import main
+
+    x, y = _lab_data(200)
+    np.savez(tmp_path / "lab.npz", x=x, y=y)
+    assert main(["adapt", str(tmp_path / "lab.npz"), "--out", str(tmp_path / "o"), "--flow-epochs", "0"]) == 2
+    assert "--flow-epochs must be > 0" in capsys.readouterr().err
+    meta = parse_config(adapted_meta(read_config_file(DEFAULT_META), 4, 3, 600, {"x": str(tmp_path / "nope.pt")}, "l"))
+    with pytest.raises(ConfigError, match=r"transforms.fitted.x: flow file not found"):
+        sample_task(meta, 0)

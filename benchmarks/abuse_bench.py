@@ -145,6 +145,7 @@ def attacks(url: str, port: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1]))
+    parser.add_argument("--skip", nargs="*", default=[], help="skip attacks whose name contains one of these")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     port = _free_port()
@@ -162,6 +163,8 @@ def main() -> None:
     print(f"{'attack':38s} {'status':>6s} {'seconds':>8s} {'RSS +MB':>8s} {'live max s':>10s}")
     try:
         for name, attack in attacks(url, port).items():
+            if any(word in name for word in args.skip):
+                continue
             with Watch(server.pid, url) as w:
                 start = time.perf_counter()
                 status = attack()

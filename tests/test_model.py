@@ -388,3 +388,11 @@ def test_knn_statistic_is_finite_on_ties_and_reads_non_monotone_dependence():
     y = x.norm(dim=-1, keepdim=True) + 0.1 * torch.randn(2, 1500, 1)  # Y depends on the radius of X
     sx, sy = gaussian_scores(x), gaussian_scores(y)
     assert (knn_mi(sx, sy, rows=1500) > 1.0).all() and (gaussian_copula_mi(sx, sy) < 0.05).all()
+
+
+def test_evaluation_suites_draw_one_task_per_distribution():
+    from model.training.evaluate import suite_tasks
+
+    tasks = suite_tasks(load_config(ROOT / "configs/meta/default.toml"), 8)
+    per = load_config(ROOT / "configs/meta/default.toml").tasks_per_distribution
+    assert all(t.index % per == 0 for t in tasks) and len({t.index // per for t in tasks}) == len(tasks)

@@ -41,7 +41,8 @@ def suite_tasks(meta: MetaConfig, tasks_per_bucket: int, max_dim: int = MAX_DIM)
         for k in range(tasks_per_bucket):
             rng = task_rng(seed, b * 1_000_000 + k)
             n = int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-            out.append(sample_task(meta, b * 1_000_000 + k, seed, shape=(n, *_dims(rng, meta, max_dim))))
+            index = (b * 1_000_000 + k) * meta.tasks_per_distribution  # one task per distribution
+            out.append(sample_task(meta, index, seed, shape=(n, *_dims(rng, meta, max_dim))))
     return out
 
 
@@ -138,7 +139,8 @@ def load_suite(suite: str, tasks_per_bucket: int) -> list[Task]:
         raise ValueError(f"unknown suite {suite!r}: use held-in, held-out, textbook or a meta-distribution config file")
     meta = load_config(suite)
     seed = meta.seed + SUITE_SEED_OFFSET
-    return [sample_task(meta, k, seed) for k in range(tasks_per_bucket * len(N_BUCKETS))]
+    per = meta.tasks_per_distribution  # one task per distribution
+    return [sample_task(meta, k * per, seed) for k in range(tasks_per_bucket * len(N_BUCKETS))]
 
 
 def evaluate(estimator: Estimator, suite: str, tasks_per_bucket: int = 30, progress: bool = True) -> dict:
@@ -244,7 +246,8 @@ def quality_checks(estimator: Estimator, tasks: int = 40, progress: bool = True)
     indep = _variant("held-out", families={"independent": {}})
     medians, holds_zero = [], []
     for k in tqdm(range(tasks), desc="independence", disable=not progress):
-        t = sample_task(indep, k, seed, shape=(1000, *_dims(task_rng(seed, k), indep)))
+        index = k * indep.tasks_per_distribution  # one task per distribution
+        t = sample_task(indep, index, seed, shape=(1000, *_dims(task_rng(seed, k), indep)))
         e = estimator.estimate(t.x, t.y)
         medians.append(e.median)
         holds_zero.append(e.interval_90[0] <= 0.0)
@@ -253,7 +256,8 @@ def quality_checks(estimator: Estimator, tasks: int = 40, progress: bool = True)
     k = 0
     bar = tqdm(total=tasks, desc="high MI", disable=not progress)
     while len(rel["mist"]) < tasks and k < 20 * tasks:
-        t = sample_task(high, k, seed + 1, shape=(5000, *_dims(task_rng(seed + 1, k), high)))
+        index = k * high.tasks_per_distribution
+        t = sample_task(high, index, seed + 1, shape=(5000, *_dims(task_rng(seed + 1, k), high)))
         k += 1
         if not 4.0 <= t.mi <= 8.0:
             continue

@@ -105,8 +105,9 @@ def select_rows(sx: torch.Tensor, sy: torch.Tensor, rows: int) -> tuple[torch.Te
     the choice follows the rows under any permutation of samples, of coordinates, or of X with Y."""
     if sx.shape[1] <= rows:
         return sx, sy
-    z = torch.cat([sx, sy], dim=-1).float()
-    key = torch.frac(torch.sin(z * 12.9898 + 78.233).sum(-1) * 43758.5453)
+    z = torch.cat([sx, sy], dim=-1).double()
+    # summed in sorted order, so the key is bit-identical under any order of coordinates or sides
+    key = torch.frac(torch.sin(z * 12.9898 + 78.233).sort(dim=-1).values.sum(-1) * 43758.5453)
     idx = key.topk(rows, dim=1, largest=False).indices
     return (torch.gather(s, 1, idx[..., None].expand(-1, -1, s.shape[-1])) for s in (sx, sy))
 

@@ -179,7 +179,8 @@ def _describe(name: str, est: Estimator) -> dict:
         "version": est.version,
         "training": {"steps": est.info.get("step"), "config": train.get("name"), "meta_config": meta.get("name"),
                      "trained_shapes": meta.get("dims"), "init_from": (est.info.get("init_from") or {}).get("version")},
-        "limits": {"min_n": lim.min_n, "max_n": lim.max_n, "max_dim": lim.max_dim},
+        "limits": {"min_n": lim.min_n, "max_n": lim.max_n, "max_dim": lim.max_dim,
+                   "network_max_dim": est.trained_max_dim},
         "quantile_range": [float(est.grid[0]), float(est.grid[-1])],
     }  # fmt: skip
 

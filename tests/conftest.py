@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import copy
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,3 +40,25 @@ def default_meta() -> MetaConfig:
 @pytest.fixture(scope="session")
 def heldout_meta() -> MetaConfig:
     return parse_config(read_config_file(HELDOUT_META))
+
+
+@contextmanager
+def live_server(env: dict[str, str] | None = None) -> Iterator[int]:
+    """A real ``mist serve`` (uvicorn) on a free loopback port, ready when entered; yields the port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "mist.cli", "serve", "--port", str(port)]
+    env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(15)

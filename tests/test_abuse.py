@@ -7,8 +7,6 @@ import io
 import json
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -22,7 +20,7 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.limits import Admission, Busy, DeadlineExceeded
 from server.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import live_server
 
 NPZ = {"content-type": "application/octet-stream"}
 
@@ -199,29 +197,10 @@ def test_openapi_documents_problems_and_bodies(client):
 # ------------------------------------------------------------------ a real uvicorn on loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def live_server():
-    port = _free_port()
-    env = {"MIST_MAX_BODY_BYTES": str(8 * 1024 * 1024), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen([sys.executable, "-m", "mist.cli", "serve", "--port", str(port)], cwd=ROOT,
-                            env={**__import__("os").environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            if urllib.request.urlopen(f"{url}/health/ready", timeout=1).status == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-    yield port
-    proc.terminate()
-    proc.wait(15)
+def live_port():
+    with live_server({"MIST_MAX_BODY_BYTES": str(8 * 1024 * 1024)}) as port:
+        yield port
 
 
 def _raw_status(port: int, head: bytes, chunks) -> int:
@@ -246,15 +225,15 @@ def _chunked(total: int, size: int = 1 << 16):
 
 
 @pytest.mark.parametrize("declared", [b"Content-Length: 10\r\n", b""])
-def test_chunked_body_cannot_bypass_the_cap(live_server, declared):
+def test_chunked_body_cannot_bypass_the_cap(live_port, declared):
     head = (b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + declared
             + b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
-    status = _raw_status(live_server, head, _chunked(9 * 1024 * 1024))
+    status = _raw_status(live_port, head, _chunked(9 * 1024 * 1024))
     assert status in (400, 413), status  # refused (413), or the framing itself rejected (400): never parsed
 
 
-def test_liveness_stays_fast_while_a_large_body_is_parsed(live_server):
-    url = f"http://127.0.0.1:{live_server}"
+def test_liveness_stays_fast_while_a_large_body_is_parsed(live_port):
+    url = f"http://127.0.0.1:{live_port}"
     body = b'{"x": [' + b"0," * (3_900_000) + b'0], "y": [0]}'  # just under 8 MiB of numbers
     worst = []
     done = threading.Event()

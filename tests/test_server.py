@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import numpy as np
@@ -18,7 +14,7 @@ from model.estimator import default_checkpoint_path
 from model.validation import MAX_DIM
 from server.app import create_app
 from server.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import live_server
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((200, 2))
@@ -110,33 +106,13 @@ def test_health_model_metrics(client):
     assert "mist_requests_total" in metrics and "mist_request_seconds_bucket" in metrics
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_uvicorn_request():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mist.cli", "serve", "--port", str(port)], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    with live_server() as port:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if urllib.request.urlopen(f"{url}/health/ready", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
         body = json.dumps({"x": X.tolist(), "y": Y.tolist()}).encode()
         req = urllib.request.Request(f"{url}/estimate", body, {"content-type": "application/json"})
         answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
         assert answer["n"] == 200 and answer["mi_nats"] >= 0
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_docs_are_served_without_internet(client):

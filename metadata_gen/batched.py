@@ -231,7 +231,7 @@ class BatchGenerator:
         mask = torch.arange(dx, device=self.device)[None, :] < radius[:, None]
         radial_u = (x[owner].square() * mask[:, None, :]).sum(-1).sqrt()
         u = torch.where((radius > 0)[:, None], radial_u, coord_u)
-        f = (truth._links(u, ch["coef"], ch["freq"], ch["phase"]) - mean[:, None]) / sd[:, None]
+        f = truth.standardized_links(u, ch, mean, sd)
         y[owner, :, slot] = f + ch["noise"][:, None] * y[owner, :, slot]
         return torch.cat([x, y], dim=-1)
 

@@ -447,7 +447,7 @@ def functional(rng: np.random.Generator, dx: int, dy: int, target: float, spec: 
     from metadata_gen.truth import functional_mi, link_standardization
 
     params = functional_params(rng, dx, dy, target, spec)
-    mi = float(functional_mi([params], [dx])[0])
+    mi = float(functional_mi([params])[0])
     center, scale = link_standardization(params)
     k, m = len(params["noise"]), params["radius_dims"]
 

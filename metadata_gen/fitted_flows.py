@@ -11,6 +11,7 @@ Files hold plain tensors and numbers and load with ``weights_only=True``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from dataclasses import dataclass
@@ -180,10 +181,4 @@ class FittedFlowMap:
 
 @functools.lru_cache(maxsize=16)
 def _on_device(path: str, device: str) -> nf.NormalizingFlow:
-    return build_flow_like(load_flow(path)).to(device)
-
-
-def build_flow_like(flow: nf.NormalizingFlow) -> nf.NormalizingFlow:
-    import copy
-
-    return copy.deepcopy(flow)
+    return copy.deepcopy(load_flow(path)).to(device)  # a copy: the cached CPU flow stays on the CPU

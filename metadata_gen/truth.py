@@ -174,18 +174,23 @@ def link_moments(params_list: list[dict], device="cpu") -> tuple[torch.Tensor, t
     return mean, sd, ch
 
 
+def standardized_links(u: torch.Tensor, ch: dict, mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    """Each channel's link f_c(u) standardized by its moments under U (see :func:`link_moments`)."""
+    return (_links(u, ch["coef"], ch["freq"], ch["phase"]) - mean[:, None]) / sd[:, None]
+
+
 def link_standardization(params: dict) -> tuple[np.ndarray, np.ndarray]:
     mean, sd, _ = link_moments([params])
     return mean.numpy(), sd.numpy()
 
 
-def functional_mi(params_list: list[dict], dxs: list[int] | None = None, device="cpu") -> torch.Tensor:
+def functional_mi(params_list: list[dict], device="cpu") -> torch.Tensor:
     """``(P,)`` MI of functional-link distributions: per channel h(Y) − ½ log(2πe σ²), where the density of
     Y = f(U) + σε is the pushforward of U's grid mass onto a fine Y grid (linear binning), convolved with
-    N(0, σ²) by FFT. ``dxs`` is unused (the MI does not depend on the padding coordinates)."""
+    N(0, σ²) by FFT."""
     mean, sd, ch = link_moments(params_list, device)
     u, w = _u_grid(ch["radius"], device)
-    f = (_links(u, ch["coef"], ch["freq"], ch["phase"]) - mean[:, None]) / sd[:, None]
+    f = standardized_links(u, ch, mean, sd)
     sigma = ch["noise"]
     lo = f.min(1).values - 9 * sigma
     hi = f.max(1).values + 9 * sigma

@@ -35,6 +35,7 @@ from metadata_gen.sampler import (
     PILOT_SAMPLES,
     Reshaping,
     Task,
+    cap_rows,
     draw_distribution,
     draw_n,
     draw_reshaping,
@@ -95,7 +96,8 @@ class BatchGenerator:
         distinct (n, dx, dy), in order of first appearance."""
         indices = list(indices)
         dists = [self._distribution(i, dims) for i in indices]
-        ns = [n if n is not None else draw_n(task_rng(self.seed, i), self.config) for i in indices]
+        ns = [n if n is not None else cap_rows(draw_n(task_rng(self.seed, i), self.config), d.params["_dx"],
+                                                d.params["_dy"], self.config) for i, d in zip(indices, dists, strict=True)]  # fmt: skip
         groups: OrderedDict[tuple[int, int], list[int]] = OrderedDict()
         for pos, d in enumerate(dists):
             groups.setdefault((d.params["_dx"], d.params["_dy"]), []).append(pos)
@@ -198,7 +200,7 @@ class BatchGenerator:
     def _gaussian_sample(self, group, keys, rows, dx, dy):
         root = self._stack(group, "_root")
         z = counter_rng.normals(keys, _SAMPLE, (rows, dx + dy)) @ root.transpose(1, 2)
-        if group[0].family == "student_t":
+        if group[0].family == "student_t":  # (tails-only ones too: their Σxy = 0 is in the root)
             nu = self._stack(group, "nu")
             g = counter_rng.normals(keys, _CHI2, (rows, MAX_NU))
             mask = torch.arange(MAX_NU, device=self.device)[None, :] < nu[:, None]
@@ -232,7 +234,7 @@ class BatchGenerator:
         radial_u = (x[owner].square() * mask[:, None, :]).sum(-1).sqrt()
         u = torch.where((radius > 0)[:, None], radial_u, coord_u)
         f = truth.standardized_links(u, ch, mean, sd)
-        y[owner, :, slot] = f + ch["noise"][:, None] * y[owner, :, slot]
+        y[owner, :, slot] = f + truth.noise_scales(u, ch) * y[owner, :, slot]
         return torch.cat([x, y], dim=-1)
 
 

@@ -60,10 +60,12 @@ class DimsConfig(_Strict):
     n: IntRange = IntRange(low=64, high=1024)
     # "log_uniform" favours small dims (with 1..16 a side is 1-D a quarter of the time; uniform: 1/16)
     dims_prior: Literal["uniform", "log_uniform"] = "uniform"
+    # n is capped at max_cells / (dx + dy): a task of many dims gets fewer rows, so one task's cost stays bounded
+    max_cells: int = Field(1 << 30, ge=64)
 
     @model_validator(mode="after")
     def _limits(self) -> DimsConfig:
-        for name, rng, lo, hi in (("dx", self.dx, 1, 64), ("dy", self.dy, 1, 64), ("n", self.n, 16, 200_000)):
+        for name, rng, lo, hi in (("dx", self.dx, 1, 64), ("dy", self.dy, 1, 64), ("n", self.n, 8, 1_000_000)):
             if rng.low < lo or rng.high > hi:
                 raise ValueError(f"{name} must lie in [{lo}, {hi}], got [{rng.low}, {rng.high}]")
         return self
@@ -83,6 +85,9 @@ class FamilySpec(_Strict):
 
 class StudentTSpec(FamilySpec):
     nu: FloatRange = FloatRange(low=1.0, high=30.0)
+    # Share of distributions with no cross-dispersion (Σxy = 0): X and Y uncorrelated, dependent only through the
+    # shared heavy-tailed scale, MI = the ν-only correction.
+    tails_only: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _positive(self) -> StudentTSpec:
@@ -97,8 +102,6 @@ class MixtureSpec(FamilySpec):
     max_mc_samples: int = Field(400_000, ge=1000)
 
 
-GMM_LAYOUTS = ("ring", "curve", "cross", "grid")
-FUNCTIONAL_KINDS = ("smooth", "radius", "periodic")
 
 
 class GeometricMixtureSpec(FamilySpec):
@@ -120,10 +123,11 @@ class GeometricMixtureSpec(FamilySpec):
 
 
 class FunctionalSpec(FamilySpec):
-    """Noisy functional links Y_j = f_j(U_j) + σ_j ε with random non-monotone f; U_j is a coordinate of X
-    ("smooth", "periodic") or the radius of a block of X coordinates ("radius"). MI by 1-D quadrature."""
+    """Noisy functional links Y_j = f_j(U_j) + σ_j(U_j) ε with random non-monotone f; U_j is a coordinate of X
+    ("smooth", "periodic", "heteroscedastic") or the radius of a block of X coordinates ("radius"). The noise scale
+    is constant except for "heteroscedastic", where σ_j(u) = σ_j exp(γ_j tanh(a_j u + b_j)). MI by 1-D quadrature."""
 
-    kinds: tuple[Literal["smooth", "radius", "periodic"], ...] = ("smooth", "radius")
+    kinds: tuple[Literal["smooth", "radius", "periodic", "heteroscedastic"], ...] = ("smooth", "radius")
     channels: IntRange = IntRange(low=1, high=3)
 
     @model_validator(mode="after")

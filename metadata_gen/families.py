@@ -203,10 +203,17 @@ MAX_NU = 30
 
 
 def student_t(rng: np.random.Generator, dx: int, dy: int, target: float, spec: StudentTSpec):
-    """Multivariate t with shared dispersion Σ and ν degrees of freedom (ν from :func:`student_t_nu`)."""
+    """Multivariate t with shared dispersion Σ and ν degrees of freedom (ν from :func:`student_t_nu`); a share
+    ``spec.tails_only`` has Σxy = 0 (uncorrelated, MI from the shared scale alone)."""
     nu = student_t_nu(rng, spec)
     correction = student_t_correction(nu, dx, dy)
-    cov = _canonical_cov(rng, dx, dy, max(target - correction, 0.0))
+    if spec.tails_only > 0 and rng.uniform() < spec.tails_only:  # Σxy = 0: dependence only through the tails
+        cov = np.zeros((dx + dy, dx + dy))
+        for sl, d in ((slice(0, dx), dx), (slice(dx, None), dy)):
+            m = _random_well_conditioned(rng, d)
+            cov[sl, sl] = m @ m.T
+    else:
+        cov = _canonical_cov(rng, dx, dy, max(target - correction, 0.0))
     gauss = _gaussian_sampler(cov, dx)
 
     def sample(r: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -425,14 +432,27 @@ def functional_params(rng: np.random.Generator, dx: int, dy: int, target: float,
         coef[:, 0] = np.abs(coef[:, 0]) + 1.0
         coef[:, 1:] *= 0.3
     noise = np.clip(np.exp(-_split(rng, target, k) + rng.uniform(-0.5, 0.5, k)), 0.03, 3.0)
-    return {
+    params = {
         "kind": kind,
         "coef": coef,
         "freq": freq,
         "phase": rng.uniform(0, 2 * np.pi, k),
         "noise": noise,
         "radius_dims": int(rng.integers(1, dx + 1)) if kind == "radius" else 0,
+        "hetero": np.zeros((k, 3)),
     }
+    if kind == "heteroscedastic":  # σ(u) = σ exp(γ tanh(a u + b)), kept in [0.05, 3.3] for the quadrature grid
+        gamma = rng.uniform(0.4, 1.2, k)
+        slope = rng.uniform(0.5, 2.0, k) * rng.choice([-1.0, 1.0], k)
+        params["hetero"] = np.stack([gamma, slope, rng.uniform(-1.0, 1.0, k)], axis=1)
+        params["noise"] = np.clip(noise, 0.05 * np.exp(gamma), 1.0)
+    return params
+
+
+def noise_scale(u: np.ndarray, sigma: float, hetero: np.ndarray) -> np.ndarray:
+    """σ(u) = σ exp(γ tanh(a u + b)) of one channel (constant σ when γ = 0)."""
+    gamma, slope, shift = hetero
+    return sigma * np.exp(gamma * np.tanh(slope * u + shift))
 
 
 def link_function(u: np.ndarray, coef: np.ndarray, freq: float, phase: float) -> np.ndarray:
@@ -457,7 +477,8 @@ def functional(rng: np.random.Generator, dx: int, dy: int, target: float, spec: 
         for c in range(k):
             f = (link_function(u[:, min(c, u.shape[1] - 1)], params["coef"][c], params["freq"][c],
                                params["phase"][c]) - center[c]) / scale[c]  # fmt: skip
-            y[:, c] = f + params["noise"][c] * y[:, c]
+            scale_c = noise_scale(u[:, min(c, u.shape[1] - 1)], params["noise"][c], params["hetero"][c])
+            y[:, c] = f + scale_c * y[:, c]
         return x, y
 
     return JointDistribution("functional", dx, dy, mi, sample, params=params)

@@ -95,8 +95,14 @@ def draw_dims(rng: np.random.Generator, config: MetaConfig) -> tuple[int, int]:
     return one(d.dx), one(d.dy)
 
 
+def cap_rows(n: int, dx: int, dy: int, config: MetaConfig) -> int:
+    """n capped at ``dims.max_cells / (dx + dy)`` (never below the config's lowest n)."""
+    return max(min(n, config.dims.max_cells // (dx + dy)), config.dims.n.low)
+
+
 def draw_shape(rng: np.random.Generator, config: MetaConfig) -> tuple[int, int, int]:
-    return draw_n(rng, config), *draw_dims(rng, config)
+    n, (dx, dy) = draw_n(rng, config), draw_dims(rng, config)
+    return cap_rows(n, dx, dy, config), dx, dy
 
 
 @dataclass

@@ -36,8 +36,8 @@ def network_config(ckpt: dict[str, Any]) -> NetworkConfig:
     cfg = dict(ckpt["network"])
     cfg["quantiles"] = tuple(cfg["quantiles"])
     known = set(NetworkConfig.__dataclass_fields__)
-    if not set(cfg) <= known or "knn_rows" not in cfg:
-        raise ValueError("checkpoint was written for an older network (before 0.2); retrain or use a 0.1 release")
+    if not set(cfg) <= known or "body_cells" not in cfg:
+        raise ValueError("checkpoint was written for an older network (before 0.3); retrain or use an older release")
     return NetworkConfig(**cfg)
 
 

@@ -3,13 +3,18 @@ and a monotone quantile head.
 
 Invariances hold by construction:
 - samples: the body is induced set attention (ISAB) with attention pooling; the statistics are symmetric sums;
-  the row subsample (for n above ``body_rows`` or ``ksg_rows``) picks rows by a hash of their own values, so it is
+  rows are put in the order of a hash of their own values (:func:`in_hash_order`) and cut into chunks, so the chunks are
   permutation-equivariant, not positional;
 - coordinates within X (or Y): a row token is built from the mean over a side's coordinates of one shared cell
   embedding (DeepSets); the statistics are log-determinants and max-norm distances, both symmetric;
 - monotone maps of a coordinate: the input is rank → Gaussian scores;
 - swapping X and Y: both sides share every weight and every feature is symmetric in (X, Y).
-The cost is linear in min(n, body_rows) · (dx + dy) for the body; the kNN statistic costs min(n, ksg_rows)².
+Consistency in n (0.3): every input of the head reads every row, so none carries noise that stays fixed as n
+grows. The copula and Hermite statistics use all rows; the kNN statistic is KSG averaged over all disjoint chunks
+of 32, 128 and 512 rows among the first ``knn_max_rows`` in hash order (the trend across scales lets the head extrapolate each estimator's bias); the body runs
+on disjoint chunks of ``body_rows`` rows and averages the pooled features over the chunks, up to ``body_cells``
+cells at inference (``train_chunks`` chunks in training, to keep a step cheap).
+The cost is linear in n · (dx + dy) for the statistics and bounded by ``body_cells`` for the body.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ QUANTILE_GRID = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
 # stays finite and small when n is close to dx + dy. The Hermite pair flags non-Gaussian dependence; the kNN pair
 # (KSG on the Gaussian scores, max-norm over the two sides) reads non-monotone dependence that no rank
 # correlation sees.
+KNN_SCALES = (32, 128, 512)  # rows per chunk of the multi-scale kNN statistic
 STAT_NAMES = ("log_n", "log_min_dim", "log_max_dim", "dims_over_n", "log1p_gc_shrunk", "log1p_gc",
-              "log1p_hermite", "hermite_excess", "log1p_knn", "knn_minus_gc")  # fmt: skip
+              "log1p_hermite", "hermite_excess", *(f"log1p_knn_{m}" for m in KNN_SCALES), "knn_minus_gc",
+              "log1p_gc_256", "knn_spread")  # fmt: skip
 
 Scale = Literal["nats", "log1p"]
 SCALES: tuple[str, ...] = get_args(Scale)
@@ -46,9 +53,11 @@ class NetworkConfig:
     blocks: int = 2
     inducing: int = 16
     head_stats: int = len(STAT_NAMES)
-    body_rows: int = 512  # rows the attention body reads (a value-hashed subsample above this)
-    knn_rows: int = 1024  # rows of the kNN statistic
+    body_rows: int = 256  # rows per chunk of the attention body
+    body_cells: int = 1 << 17  # at inference the body reads chunks while chunks · body_rows · (dx + dy) ≤ this
+    train_chunks: int = 2  # body chunks read per task in training (their mean is unbiased for the all-chunk mean)
     knn_k: int = 5
+    knn_max_rows: int = 8192  # rows the kNN statistics read (all rows up to this; the first in hash order above)
     # The scale the quantiles are produced (and trained) on: "log1p" models u = log(1 + MI), so small-MI errors are
     # not drowned by high-MI ones; quantiles commute with monotone maps, so the outputs stay MI quantiles in nats.
     scale: Scale = "log1p"
@@ -57,8 +66,18 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
-        if not 1 <= self.head_stats <= len(STAT_NAMES):
-            raise ValueError(f"head_stats must lie in [1, {len(STAT_NAMES)}], got {self.head_stats}")
+        for name, lo, hi in (("width", 8, 512), ("heads", 1, 16), ("blocks", 1, 8), ("inducing", 1, 128),
+                             ("head_stats", 1, len(STAT_NAMES)), ("body_rows", 16, 8192),
+                             ("body_cells", 1024, 1 << 24), ("train_chunks", 1, 64), ("knn_k", 1, 32),
+                             ("knn_max_rows", 512, 1 << 20)):  # fmt: skip
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name} must lie in [{lo}, {hi}], got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be a multiple of heads ({self.heads})")
+        if 0.5 not in self.quantiles or list(self.quantiles) != sorted(set(self.quantiles)):
+            raise ValueError("quantiles must be increasing, distinct, and include 0.5 (the median)")
+        if self.quantiles.index(0.5) != len(self.quantiles) // 2:
+            raise ValueError("0.5 must be the middle level of quantiles (the head steps away from it both ways)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,16 +119,28 @@ class ISAB(nn.Module):
 # ---------------------------------------------------------------- statistics of the Gaussian scores
 
 
-def select_rows(sx: torch.Tensor, sy: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """At most ``rows`` rows, chosen by a hash of each row's own values (symmetric in coordinates and sides), so
-    the choice follows the rows under any permutation of samples, of coordinates, or of X with Y."""
-    if sx.shape[1] <= rows:
-        return sx, sy
+def in_hash_order(sx: torch.Tensor, sy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows sorted by a hash of each row's own values, symmetric in coordinates and sides: the order follows the
+    rows under any permutation of samples, of coordinates, or of X with Y, so chunks of consecutive rows
+    (:func:`chunks`) are permutation-equivariant, not positional."""
     z = torch.cat([sx, sy], dim=-1).double()
     # summed in sorted order, so the key is bit-identical under any order of coordinates or sides
     key = torch.frac(torch.sin(z * 12.9898 + 78.233).sort(dim=-1).values.sum(-1) * 43758.5453)
-    idx = key.topk(rows, dim=1, largest=False).indices
-    return (torch.gather(s, 1, idx[..., None].expand(-1, -1, s.shape[-1])) for s in (sx, sy))
+    idx = key.argsort(dim=1, stable=True)
+    return tuple(torch.gather(s, 1, idx[..., None].expand(-1, -1, s.shape[-1])) for s in (sx, sy))
+
+
+def chunks(
+    sx: torch.Tensor, sy: torch.Tensor, rows: int, max_chunks: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consecutive rows cut into disjoint chunks of ``rows``: ``(B, C, rows, d)`` per side with C = n // rows (at
+    most ``max_chunks``; the remainder rows are left out). With n ≤ rows: one chunk of all n rows. Give rows in
+    hash order (:func:`in_hash_order`) for exact invariances."""
+    b, n = sx.shape[:2]
+    if n <= rows:
+        return sx[:, None], sy[:, None]
+    c = n // rows if max_chunks is None else max(1, min(n // rows, max_chunks))
+    return tuple(s[:, : c * rows].reshape(b, c, rows, s.shape[-1]) for s in (sx, sy))
 
 
 def _correlation(z: torch.Tensor) -> torch.Tensor:
@@ -148,29 +179,46 @@ def hermite_excess(scores_x: torch.Tensor, scores_y: torch.Tensor) -> tuple[torc
     return observed.to(scores_x.dtype), (observed - implied).to(scores_x.dtype)
 
 
-def knn_mi(scores_x: torch.Tensor, scores_y: torch.Tensor, k: int = 5, rows: int = 1024) -> torch.Tensor:
-    """KSG estimator 1 on the Gaussian scores: ψ(k) + ψ(m) − ⟨ψ(n_x + 1) + ψ(n_y + 1)⟩, with Euclidean distance
-    inside each side and the max over the two sides (so the joint ball is the product of the side balls), on at
-    most ``rows`` rows (:func:`select_rows`). Batched, chunked to bound memory."""
-    sx, sy = select_rows(scores_x.float(), scores_y.float(), rows)
-    m = sx.shape[1]
+def _ksg(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """KSG estimator 1 on ``(S, m, d)`` pairs, max-norm over the two sides (Euclidean inside each): ``(S,)``."""
+    m = a.shape[1]
+    da, db = torch.cdist(a, a), torch.cdist(b, b)
+    joint = torch.maximum(da, db)
+    joint.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    # Tied rows (duplicates after ranking) put the k-th neighbour at distance 0: a floor on the radius keeps the
+    # point itself inside, so n_x, n_y ≥ 0 and ψ stays finite.
+    eps = joint.topk(k, dim=-1, largest=False).values[..., -1:].clamp_min(1e-6)
+    nx = ((da < eps).sum(-1) - 1).clamp_min(0)  # minus the point itself
+    ny = ((db < eps).sum(-1) - 1).clamp_min(0)
+    psi = torch.digamma((nx + 1).float()) + torch.digamma((ny + 1).float())
+    return torch.digamma(torch.tensor(float(k))) + torch.digamma(torch.tensor(float(m))) - psi.mean(-1)
+
+
+def knn_mi(
+    scores_x: torch.Tensor, scores_y: torch.Tensor, k: int = 5, rows: int = 512, max_rows: int | None = None
+) -> torch.Tensor:
+    """KSG on the Gaussian scores, averaged over all disjoint chunks of ``rows`` rows (:func:`chunks`; at
+    most ``max_rows`` rows in all), so its noise shrinks with n while its bias is that of ``rows`` rows. Batched,
+    in pieces to bound memory."""
+    cap = None if max_rows is None else max(1, max_rows // rows)
+    cx, cy = chunks(scores_x.float(), scores_y.float(), rows, cap)
+    b, c, m = cx.shape[:3]
     k = max(1, min(k, m - 1))
-    per_chunk = max(1, 2**24 // (m * m))
-    out = []
-    for start in range(0, sx.shape[0], per_chunk):
-        a, b = sx[start : start + per_chunk], sy[start : start + per_chunk]
-        da, db = torch.cdist(a, a), torch.cdist(b, b)
-        joint = torch.maximum(da, db)
-        joint.diagonal(dim1=1, dim2=2).fill_(float("inf"))
-        # Tied rows (duplicates after ranking) put the k-th neighbour at distance 0: a floor on the radius keeps the
-        # point itself inside, so n_x, n_y ≥ 0 and ψ stays finite.
-        eps = joint.topk(k, dim=-1, largest=False).values[..., -1:].clamp_min(1e-6)
-        nx = ((da < eps).sum(-1) - 1).clamp_min(0)  # minus the point itself
-        ny = ((db < eps).sum(-1) - 1).clamp_min(0)
-        psi = torch.digamma((nx + 1).float()) + torch.digamma((ny + 1).float())
-        out.append(torch.digamma(torch.tensor(float(k))) + torch.digamma(torch.tensor(float(m)))
-                   - psi.mean(-1))  # fmt: skip
-    return torch.cat(out).clamp_min(0.0).to(scores_x.dtype)
+    flat_x, flat_y = cx.reshape(b * c, m, -1), cy.reshape(b * c, m, -1)
+    per_piece = max(1, 2**23 // (m * m))
+    out = [_ksg(flat_x[s : s + per_piece], flat_y[s : s + per_piece], k) for s in range(0, b * c, per_piece)]
+    return torch.cat(out).reshape(b, c).mean(1).clamp_min(0.0).to(scores_x.dtype)
+
+
+def chunked_copula_mi(
+    scores_x: torch.Tensor, scores_y: torch.Tensor, rows: int, max_rows: int | None = None
+) -> torch.Tensor:
+    """The shrunk Gaussian-copula MI averaged over disjoint chunks of ``rows`` rows (at most ``max_rows`` rows in
+    all): its small-sample bias, read against the all-row value, tells the head how far the copula estimate still
+    is from its limit."""
+    cx, cy = chunks(scores_x, scores_y, rows, None if max_rows is None else max(1, max_rows // rows))
+    m, d = cx.shape[2], cx.shape[-1] + cy.shape[-1]
+    return gaussian_copula_mi(cx, cy, copula_shrinkage(m, d)).mean(1)
 
 
 def sample_statistics(sx: torch.Tensor, sy: torch.Tensor, cfg: NetworkConfig) -> torch.Tensor:
@@ -181,11 +229,15 @@ def sample_statistics(sx: torch.Tensor, sy: torch.Tensor, cfg: NetworkConfig) ->
         gc = gaussian_copula_mi(sx, sy)
         gc_shrunk = gaussian_copula_mi(sx, sy, copula_shrinkage(n, dx + dy))
         hermite, excess = hermite_excess(sx, sy)
-        knn = knn_mi(sx, sy, cfg.knn_k, cfg.knn_rows)
+        knn = torch.stack([knn_mi(sx, sy, cfg.knn_k, m, cfg.knn_max_rows) for m in KNN_SCALES], dim=-1)  # (B, scales)
+        gc_256 = chunked_copula_mi(sx, sy, 256, cfg.knn_max_rows)
     const = lambda v: torch.full_like(gc, v)  # noqa: E731
+    log_knn = torch.log1p(knn)
     stats = [const(math.log(n) / 5.0), const(math.log(min(dx, dy))), const(math.log(max(dx, dy))),
-             const(min((dx + dy) / n, 2.0)), torch.log1p(gc_shrunk), torch.log1p(gc), torch.log1p(hermite),
-             excess.clamp(-2.0, 5.0), torch.log1p(knn), (knn - gc_shrunk).clamp(-5.0, 5.0)]  # fmt: skip
+             const(min((dx + dy) / n, 4.0)), torch.log1p(gc_shrunk), torch.log1p(gc).clamp_max(5.0),
+             torch.log1p(hermite).clamp_max(5.0), excess.clamp(-2.0, 5.0), *log_knn.unbind(-1),
+             (knn[:, -1] - gc_shrunk).clamp(-5.0, 5.0), torch.log1p(gc_256),
+             log_knn.std(-1) + (log_knn[:, -1] - torch.log1p(gc_shrunk)).abs()]  # fmt: skip
     return torch.stack(stats, dim=-1).float()
 
 
@@ -211,7 +263,7 @@ class MISTNetwork(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor, soft: bool = False) -> torch.Tensor:
         rank = soft_gaussian_scores if soft else gaussian_scores
         with torch.autocast(x.device.type, enabled=False):  # ranks and log-dets need full precision
-            sx, sy = rank(x.float()), rank(y.float())
+            sx, sy = in_hash_order(rank(x.float()), rank(y.float()))
             stats = sample_statistics(sx, sy, self.cfg)
         return self.forward_scores(sx, sy, stats)
 
@@ -219,16 +271,26 @@ class MISTNetwork(nn.Module):
         s = s.unsqueeze(-1)
         return self.cell(torch.cat([s, s * s - 1.0, s.abs()], dim=-1)).mean(2)  # (B, m, w): mean over coordinates
 
+    def body_chunks(self, n: int, d: int) -> int:
+        """Body chunks read for a sample of n rows and d = dx + dy dims: all of them up to ``body_cells`` cells at
+        inference, ``train_chunks`` in training."""
+        if self.training:
+            return self.cfg.train_chunks
+        return max(1, self.cfg.body_cells // (self.cfg.body_rows * d))
+
     def forward_scores(self, sx: torch.Tensor, sy: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-        bx, by = select_rows(sx, sy, self.cfg.body_rows)
-        px, py = self._side_tokens(bx), self._side_tokens(by)
+        d = sx.shape[-1] + sy.shape[-1]
+        bx, by = chunks(sx, sy, self.cfg.body_rows, self.body_chunks(sx.shape[1], d))
+        b, c, m = bx.shape[:3]
+        px, py = self._side_tokens(bx.reshape(b * c, m, -1)), self._side_tokens(by.reshape(b * c, m, -1))
         tokens = self.side(px) + self.side(py) + self.pair(px * py)
         for block in self.blocks:
             tokens = block(tokens)
         pooled = self.pool(self.pool_seed.expand(tokens.shape[0], -1, -1), tokens).squeeze(1).float()
+        pooled = pooled.reshape(b, c, -1).mean(1)  # the mean over chunks: its noise shrinks with n
         raw = self.head(torch.cat([pooled, stats[:, : self.cfg.head_stats]], dim=-1)).float()
         anchor = self.to_scale(torch.expm1(stats[:, STAT_NAMES.index("log1p_gc_shrunk")]))
-        mid = len(self.cfg.quantiles) // 2
+        mid = self.cfg.quantiles.index(0.5)  # the middle level (checked by NetworkConfig)
         # Monotone by construction: the median is a softplus, other quantiles step away by softplus gaps;
         # the lower ones are clamped at 0 (the clamp keeps them ordered).
         median = F.softplus(raw[:, mid] + anchor, beta=4.0)

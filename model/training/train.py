@@ -26,25 +26,12 @@ from metadata_gen.batched import BatchGenerator
 from metadata_gen.config import ConfigError, MetaConfig, load_config, read_config_file
 from metadata_gen.sampler import draw_shape, task_rng
 from model.checkpoint import load_checkpoint, load_weights_widening_head, save_checkpoint
-from model.network import STAT_NAMES, MISTNetwork, NetworkConfig, Scale
+from model.network import MISTNetwork, NetworkConfig
 from model.package_version import package_version
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSection(_Strict):
-    width: int = Field(64, ge=8, le=512)
-    heads: int = Field(4, ge=1, le=16)
-    blocks: int = Field(2, ge=1, le=8)
-    inducing: int = Field(16, ge=1, le=128)
-    head_stats: int = Field(
-        len(STAT_NAMES), ge=1, le=len(STAT_NAMES), description="scalar statistics the head reads (see model.network)"
-    )
-    body_rows: int = Field(512, ge=16, le=8192, description="rows the attention body reads")
-    knn_rows: int = Field(1024, ge=16, le=8192, description="rows of the kNN statistic")
-    scale: Scale = Field("log1p", description="scale of the quantiles (see model.network)")
 
 
 class DataSection(_Strict):
@@ -75,7 +62,7 @@ class TrainConfig(_Strict):
     out_dir: str = "runs/default"
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(25, ge=1)
-    model: ModelSection = ModelSection()
+    model: NetworkConfig = NetworkConfig()  # the network's own dataclass: one source of defaults and checks
     data: DataSection = DataSection()
     optim: OptimSection = OptimSection()
 
@@ -185,8 +172,7 @@ def fit(
     out = Path(cfg.out_dir)
     last = out / "last.pt"
     torch.manual_seed(cfg.data.seed)
-    net_cfg = NetworkConfig(**cfg.model.model_dump())
-    net = MISTNetwork(net_cfg).to(device)
+    net = MISTNetwork(cfg.model).to(device)
     params = trainable_parameters(net, cfg.optim.trainable)
     opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     step, history, init_from = 0, [], None

@@ -102,8 +102,6 @@ class MixtureSpec(FamilySpec):
     max_mc_samples: int = Field(400_000, ge=1000)
 
 
-
-
 class GeometricMixtureSpec(FamilySpec):
     """Many-component Gaussian mixture in the joint (X, Y) space whose means lie on a random geometry
     (closed or open curves, crossing lines, lattice cells): non-monotone dependence. MI by Monte Carlo."""

@@ -1,6 +1,7 @@
 """Counter-based random numbers in torch: value ``e`` of stream ``s`` for key ``k`` is a pure function of
 ``(k, s, e)``. A batch of tasks, each with its own key, draws all its noise in a few vectorized calls, and a
-task gets the same numbers whatever batch (size, order, device) it is drawn in.
+task gets the same numbers whatever batch (size, order, device) it is drawn in. Stream names come from
+:mod:`metadata_gen.streams`.
 
 The hash is Wellons' ``lowbias32`` (two rounds of xor-shift-multiply on 32-bit words), computed in int64 with
 masking; uniforms take 32 bits, normals use Box–Muller in float64.
@@ -26,17 +27,22 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def uniforms(keys: torch.Tensor, stream: int, count: int) -> torch.Tensor:
-    """``(len(keys), count)`` float64 uniforms in (0, 1)."""
-    base = mix32(keys.long() + mix32(torch.tensor(stream * _GOLDEN, device=keys.device)))[:, None]
+def _raw_uniforms(keys: torch.Tensor, raw: int, count: int) -> torch.Tensor:
+    base = mix32(keys.long() + mix32(torch.tensor(raw * _GOLDEN, device=keys.device)))[:, None]
     e = torch.arange(count, device=keys.device, dtype=torch.long)[None, :]
     h = mix32(mix32(e ^ base) + base * 3)
     return (h.double() + 0.5) / 2.0**32
 
 
+def uniforms(keys: torch.Tensor, stream: int, count: int) -> torch.Tensor:
+    """``(len(keys), count)`` float64 uniforms in (0, 1) of named stream ``stream`` (raw hash stream 2·stream)."""
+    return _raw_uniforms(keys, 2 * stream, count)
+
+
 def normals(keys: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """``(len(keys), *shape)`` float64 standard normals (Box–Muller on two uniform streams)."""
+    """``(len(keys), *shape)`` float64 standard normals of named stream ``stream`` (Box–Muller on raw hash streams
+    2·stream and 2·stream + 1)."""
     count = math.prod(shape)
-    u1, u2 = uniforms(keys, 2 * stream, count), uniforms(keys, 2 * stream + 1, count)
+    u1, u2 = _raw_uniforms(keys, 2 * stream, count), _raw_uniforms(keys, 2 * stream + 1, count)
     z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
     return z.reshape(len(keys), *shape)

@@ -171,12 +171,10 @@ class FittedFlowMap:
         return int(self.flow.q0.d)
 
     @torch.no_grad()
-    def apply(self, z: torch.Tensor) -> torch.Tensor:
+    def apply(self, z: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """Rows ``(m, d)`` through the flow's sampling direction (``inverse``: back), in float64."""
         flow = self.flow if z.device.type == "cpu" else _on_device(self.path, str(z.device))
-        return flow.forward(z.double())
-
-    def forward(self, z: np.ndarray) -> np.ndarray:
-        return self.apply(torch.from_numpy(np.ascontiguousarray(z, dtype=np.float64))).numpy()
+        return flow.inverse(z.double()) if inverse else flow.forward(z.double())
 
 
 @functools.lru_cache(maxsize=16)

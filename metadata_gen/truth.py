@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from metadata_gen import counter_rng
-from metadata_gen.families import FUNCTION_TERMS
+from metadata_gen.streams import monte_carlo_round
 
 MC_ROUND = 8192
+FUNCTION_TERMS = 4  # f(u) = a0 sin(ω u + φ) + a1 (u² − 1)/√2 + a2 u + a3 (|u| − √(2/π)), then standardized
 QUAD_U = 16385  # nodes of the U grid
 QUAD_Y = 16384  # bins of the Y grid
 
@@ -62,13 +63,13 @@ class MixtureDensities:
         if self.covs is not None:
             self.factors = torch.linalg.cholesky(self.covs)
 
-    def sample(self, keys: torch.Tensor, stream: int, m: int) -> torch.Tensor:
-        """``(P, m, D)`` draws, counter-based in ``keys``."""
+    def sample(self, keys: torch.Tensor, streams: tuple[int, int], m: int) -> torch.Tensor:
+        """``(P, m, D)`` draws, counter-based in ``keys``: components from ``streams[0]``, noise from ``streams[1]``."""
         p, k, d = self.means.shape
-        u = counter_rng.uniforms(keys, 3 * stream, m)
+        u = counter_rng.uniforms(keys, streams[0], m)
         cdf = torch.cumsum(self.log_w.exp(), 1)
         labels = torch.searchsorted(cdf / cdf[:, -1:], u.contiguous()).clamp_max(k - 1)  # (P, m)
-        eps = counter_rng.normals(keys, 3 * stream + 1, (m, d))
+        eps = counter_rng.normals(keys, streams[1], (m, d))
         mu = torch.gather(self.means, 1, labels[..., None].expand(-1, -1, d))
         if self.covs is None:
             sd = torch.gather(self.variances, 1, labels[..., None].expand(-1, -1, d)).sqrt()
@@ -102,12 +103,13 @@ class MixtureDensities:
 def mixture_mi(
     mix: MixtureDensities, keys: torch.Tensor, max_se: float, max_samples: int, round_size: int = MC_ROUND
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Monte Carlo of E[log p(x,y) − log p(x) − log p(y)] for P mixtures at once, in rounds until every
-    standard error is ≤ ``max_se`` or ``max_samples`` are spent. Returns ``(mi, se)``, both ``(P,)``."""
+    """Monte Carlo of E[log p(x,y) − log p(x) − log p(y)] for P mixtures at once, in rounds (each with its own
+    counter streams) until every standard error is ≤ ``max_se`` or ``max_samples`` are spent. Returns ``(mi, se)``,
+    both ``(P,)``."""
     total = torch.zeros(len(keys), dtype=torch.float64, device=keys.device)
     square, count = torch.zeros_like(total), 0
     for r in range(max(1, max_samples // round_size)):
-        pmi = mix.pointwise_mi(mix.sample(keys, r, round_size))
+        pmi = mix.pointwise_mi(mix.sample(keys, monte_carlo_round(r), round_size))
         total += pmi.sum(1)
         square += pmi.square().sum(1)
         count += round_size
@@ -159,8 +161,9 @@ def _channels(params_list: list[dict], device) -> dict[str, torch.Tensor]:
         "freq": cat("freq").double(),
         "phase": cat("phase").double(),
         "noise": cat("noise").double(),
-        "hetero": torch.as_tensor(np.concatenate([np.asarray(p["hetero"]).reshape(-1, 3) for p in params_list]),
-                                  device=device).double(),  # fmt: skip
+        "hetero": torch.as_tensor(
+            np.concatenate([np.asarray(p["hetero"]).reshape(-1, 3) for p in params_list]), device=device
+        ).double(),
         "radius": torch.as_tensor(radius, device=device),
         "owner": torch.as_tensor(np.repeat(np.arange(len(params_list)), counts), device=device),
     }

@@ -3,17 +3,19 @@ and a monotone quantile head.
 
 Invariances hold by construction:
 - samples: the body is induced set attention (ISAB) with attention pooling; the statistics are symmetric sums;
-  rows are put in the order of a hash of their own values (:func:`in_hash_order`) and cut into chunks, so the chunks are
-  permutation-equivariant, not positional;
+  rows are put in the order of a hash of their own values (:func:`in_hash_order`) and cut into chunks, so the
+  chunks are permutation-equivariant, not positional;
 - coordinates within X (or Y): a row token is built from the mean over a side's coordinates of one shared cell
   embedding (DeepSets); the statistics are log-determinants and max-norm distances, both symmetric;
 - monotone maps of a coordinate: the input is rank → Gaussian scores;
 - swapping X and Y: both sides share every weight and every feature is symmetric in (X, Y).
+
 Consistency in n (0.3): every input of the head reads every row, so none carries noise that stays fixed as n
 grows. The copula and Hermite statistics use all rows; the kNN statistic is KSG averaged over all disjoint chunks
-of 32, 128 and 512 rows among the first ``knn_max_rows`` in hash order (the trend across scales lets the head extrapolate each estimator's bias); the body runs
-on disjoint chunks of ``body_rows`` rows and averages the pooled features over the chunks, up to ``body_cells``
-cells at inference (``train_chunks`` chunks in training, to keep a step cheap).
+of 32, 128 and 512 rows among the first ``knn_max_rows`` in hash order (the trend across scales lets the head
+extrapolate each estimator's bias); the body runs on disjoint chunks of ``body_rows`` rows and averages the pooled
+features over the chunks, up to ``body_cells`` cells at inference (``train_chunks`` chunks in training, to keep a
+step cheap).
 The cost is linear in n · (dx + dy) for the statistics and bounded by ``body_cells`` for the body.
 """
 

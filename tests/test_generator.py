@@ -12,7 +12,7 @@ import torch
 
 from metadata_gen.batched import BatchGenerator
 from metadata_gen.config import ConfigError, load_config, parse_config
-from metadata_gen.sampler import sample_task
+from metadata_gen.batched import sample_task
 from metadata_gen.shards import ShardReader, shard_range, write_shards
 from metadata_gen.summary import mi_histogram
 from mist.cli import main

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from metadata_gen.config import load_config
-from metadata_gen.sampler import sample_task
+from metadata_gen.batched import sample_task
 from model import baselines
 from model.checkpoint import export_for_serving, load_checkpoint, network_from_checkpoint
 from model.estimator import Estimator

@@ -19,6 +19,7 @@ import numpy as np
 
 from metadata_gen.config import read_config_file
 from metadata_gen.fitted_flows import AdaptError, check_side, fit_flow, save_flow
+from metadata_gen.streams import ADAPT_OFFSET, ADAPT_TRAIN_SEED
 from model.checkpoint import export_for_serving, load_checkpoint
 from model.estimator import Estimator
 from model.training.evaluate import comparison_table, evaluate_many
@@ -29,7 +30,7 @@ def adapted_meta(base: dict, dx: int, dy: int, n: int, flows: dict[str, str], na
     """The base meta-distribution at the lab's shape, with the fitted flows as the first reshaping stage (other
     within-side maps off: they would overwrite the lab's structure)."""
     meta = json.loads(json.dumps(base))
-    meta["name"], meta["seed"] = name, int(base.get("seed", 0)) + 7_000_001
+    meta["name"], meta["seed"] = name, int(base.get("seed", 0)) + ADAPT_OFFSET
     meta["dims"] = {"dx": {"low": dx, "high": dx}, "dy": {"low": dy, "high": dy},
                     "n": {"low": max(16, min(n // 2, 2048)), "high": max(32, min(2 * n, 4096))}}  # fmt: skip
     transforms = meta.setdefault("transforms", {})
@@ -69,7 +70,7 @@ def adapt(
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     start = load_checkpoint(init)
     cfg = {**start["train_config"], "name": "mist-adapted", "out_dir": str(out / "run")}
-    cfg["data"] = {**cfg["data"], "meta_config": str(out / "meta.json"), "seed": 101}
+    cfg["data"] = {**cfg["data"], "meta_config": str(out / "meta.json"), "seed": ADAPT_TRAIN_SEED}
     cfg["optim"] = {**cfg["optim"], "steps": steps, "max_minutes": minutes, "lr": 5e-4, "warmup": 20,
                     "trainable": "all"}  # fmt: skip
     (out / "train.json").write_text(json.dumps(cfg, indent=1))

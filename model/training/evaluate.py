@@ -13,36 +13,31 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from metadata_gen.batched import BatchGenerator, sample_task
 from metadata_gen.config import MetaConfig, load_config, parse_config, read_config_file
-from metadata_gen.sampler import Task, sample_task, task_rng
+from metadata_gen.sampler import Task, draw_dims
+from metadata_gen.streams import QUALITY_HIGH_MI_OFFSET, QUALITY_INDEPENDENCE_OFFSET, SUITE_OFFSET, task_rng
 from model import baselines
 from model.estimator import Estimator
-from model.validation import validate_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITES = {"held-in": ROOT / "configs/meta/default.toml", "held-out": ROOT / "configs/meta/heldout.toml"}
 N_BUCKETS = ((100, 500), (500, 2000), (2000, 5001))
-SUITE_SEED_OFFSET = 10_000_019  # disjoint from every training seed stream
-MAX_DIM = 16  # dims per side in the suites (the training range)
 PRECISE = "n>=1000, MI<=3"  # the group of the quality bar's precision target
 
 
-def _dims(rng: np.random.Generator, meta: MetaConfig, max_dim: int = MAX_DIM) -> tuple[int, int]:
-    """dx and dy uniform over the config's ranges, capped at ``max_dim``."""
-    dx = int(rng.integers(meta.dims.dx.low, min(meta.dims.dx.high, max_dim) + 1))
-    return dx, int(rng.integers(meta.dims.dy.low, min(meta.dims.dy.high, max_dim) + 1))
-
-
-def suite_tasks(meta: MetaConfig, tasks_per_bucket: int, max_dim: int = MAX_DIM) -> list[Task]:
-    """Tasks with n log-uniform inside each bucket and dims from the config (capped at ``max_dim``)."""
+def suite_tasks(meta: MetaConfig, tasks_per_bucket: int) -> list[Task]:
+    """Tasks with n log-uniform inside each bucket and dims from the config's own prior, drawn by the generator
+    that trains (one task per distribution)."""
+    seed = meta.seed + SUITE_OFFSET
+    gen = BatchGenerator(meta, seed)
     out = []
-    seed = meta.seed + SUITE_SEED_OFFSET
     for b, (lo, hi) in enumerate(N_BUCKETS):
         for k in range(tasks_per_bucket):
             rng = task_rng(seed, b * 1_000_000 + k)
             n = int(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-            index = (b * 1_000_000 + k) * meta.tasks_per_distribution  # one task per distribution
-            out.append(sample_task(meta, index, seed, shape=(n, *_dims(rng, meta, max_dim))))
+            index = (b * 1_000_000 + k) * meta.tasks_per_distribution
+            out += gen.generate([index], dims=draw_dims(rng, meta), n=n).tasks()
     return out
 
 
@@ -83,8 +78,9 @@ def _gaussian_pairs(rng: np.random.Generator, n: int, rho: float, pairs: int) ->
 
 def _textbook_task(group: str, n: int, seed: int) -> Task:
     """One task of the textbook suite, with its exact truth (Monte Carlo for the ring mixture)."""
-    from metadata_gen.config import GeometricMixtureSpec
-    from metadata_gen.families import gmm, student_t_correction, uniform_noise_mi
+    import torch
+
+    from metadata_gen import truth
 
     rng = np.random.default_rng([seed, n, sum(map(ord, group))])
     kind, _, value = group.partition(" ")
@@ -100,21 +96,34 @@ def _textbook_task(group: str, n: int, seed: int) -> Task:
     elif kind == "uniform":
         eps = float(value.split("=")[1])
         x = rng.uniform(size=(n, 1))
-        y, mi = x + eps * rng.uniform(size=(n, 1)), uniform_noise_mi(eps)
+        y = x + eps * rng.uniform(size=(n, 1))
+        mi = float(truth.uniform_noise_mi(torch.tensor([[eps]]), torch.ones(1, 1))[0])
     elif kind == "student-t3":
         d = int(value.split("=")[1])
         x, y = _gaussian_pairs(rng, n, 0.6, d)
         w = np.sqrt(rng.chisquare(3, size=(n, 1)) / 3)
         x, y = x / w, y / w
-        mi = -0.5 * d * np.log1p(-0.36) + student_t_correction(3.0, d, d)
-    elif kind == "ring-mixture":
-        spec = GeometricMixtureSpec(layouts=("ring",), components={"low": 12, "high": 12})
-        dist = gmm(np.random.default_rng(2024), 1, 1, 2.0, spec)
-        x, y = dist.sample(rng, n)
-        mi = dist.mi
+        mi = -0.5 * d * np.log1p(-0.36) + float(truth.student_t_correction(torch.tensor([3.0]), d, d)[0])
+    elif kind == "ring-mixture":  # one fixed 12-component ring, drawn by the generator
+        t = _ring_mixture(n, seed)
+        x, y, mi = t.x, t.y, t.mi
     else:
         raise ValueError(f"unknown textbook group {group!r}")
     return Task(x.astype(np.float32), y.astype(np.float32), float(mi), 0.0, group)
+
+
+def _ring_mixture(n: int, seed: int) -> Task:
+    one = {"low": 1, "high": 1}
+    ring = parse_config(
+        {
+            "seed": 2024,
+            "tasks_per_distribution": 64,
+            "dims": {"dx": one, "dy": one},
+            "mi_prior": {"max_nats": 2.0, "log_uniform_fraction": 0.0},
+            "families": {"gmm": {"layouts": ["ring"], "components": {"low": 12, "high": 12}}},
+        }
+    )
+    return sample_task(ring, seed % 64, shape=(n, 1, 1))
 
 
 TEXTBOOK_GROUPS = (
@@ -138,21 +147,17 @@ def load_suite(suite: str, tasks_per_bucket: int) -> list[Task]:
     if not Path(suite).is_file():
         raise ValueError(f"unknown suite {suite!r}: use held-in, held-out, textbook or a meta-distribution config file")
     meta = load_config(suite)
-    seed = meta.seed + SUITE_SEED_OFFSET
+    gen = BatchGenerator(meta, meta.seed + SUITE_OFFSET)
     per = meta.tasks_per_distribution  # one task per distribution
-    return [sample_task(meta, k * per, seed) for k in range(tasks_per_bucket * len(N_BUCKETS))]
-
-
-def evaluate(estimator: Estimator, suite: str, tasks_per_bucket: int = 30, progress: bool = True) -> dict:
-    """Run one suite; returns {"overall": ..., "by_bucket": ..., "by_family": ..., "calibration": ...}.
-    ``textbook`` takes ``tasks_per_bucket`` as the number of seeds per group and n (at most 10 are meaningful)."""
-    return evaluate_many({"model": estimator}, suite, tasks_per_bucket, progress)["model"]
+    return [t for b in gen.generate([k * per for k in range(tasks_per_bucket * len(N_BUCKETS))]) for t in b.tasks()]
 
 
 def evaluate_many(
     estimators: dict[str, Estimator], suite: str, tasks_per_bucket: int = 30, progress: bool = True
 ) -> dict[str, dict]:
-    """:func:`evaluate` for several checkpoints on the same arrays, with KSG and GC computed once."""
+    """Run one suite for several checkpoints on the same arrays, with KSG and GC computed once; returns per
+    checkpoint {"overall": ..., "by_bucket": ..., "by_family": ..., "calibration": ...}. ``textbook`` takes
+    ``tasks_per_bucket`` as the number of seeds per group and n (at most 10 are meaningful)."""
     tasks = load_suite(suite, tasks_per_bucket)
     base = [{"ksg": baselines.ksg(t.x, t.y), "gaussian_copula": baselines.gaussian_copula(t.x, t.y)}
             for t in tqdm(tasks, desc=f"baselines {Path(suite).stem}", disable=not progress)]  # fmt: skip
@@ -163,7 +168,8 @@ def _report(estimator: Estimator, suite: str, tasks: list[Task], base: list[dict
     rows, taus = [], np.asarray(estimator.grid)
     below = []
     for t, b in zip(tqdm(tasks, desc=f"evaluate {Path(suite).stem}", disable=not progress), base, strict=True):
-        grid_q = estimator.grid_quantiles(*validate_pair(t.x, t.y, estimator.limits))
+        answer = estimator.estimate(t.x, t.y, quantiles=tuple(taus))  # the serving path, its guards included
+        grid_q = np.array(list(answer.quantiles.values()))
         below.append(t.mi <= grid_q)
         row = {"family": t.family, "n": t.n, "mi": t.mi, "median": float(np.interp(0.5, taus, grid_q)), **b}
         row["q"] = np.interp([0.05, 0.25, 0.75, 0.95], taus, grid_q).tolist()
@@ -242,12 +248,12 @@ def quality_checks(estimator: Estimator, tasks: int = 40, progress: bool = True)
     - high MI: true MI in [4, 8] nats at n = 5000: relative error of the median, and of KSG and the
       Gaussian copula on the same arrays.
     """
-    seed = SUITE_SEED_OFFSET + 7
+    seed = QUALITY_INDEPENDENCE_OFFSET
     indep = _variant("held-out", families={"independent": {}})
     medians, holds_zero = [], []
     for k in tqdm(range(tasks), desc="independence", disable=not progress):
         index = k * indep.tasks_per_distribution  # one task per distribution
-        t = sample_task(indep, index, seed, shape=(1000, *_dims(task_rng(seed, k), indep)))
+        t = sample_task(indep, index, seed, shape=(1000, *draw_dims(task_rng(seed, k), indep)))
         e = estimator.estimate(t.x, t.y)
         medians.append(e.median)
         holds_zero.append(e.interval_90[0] <= 0.0)
@@ -257,7 +263,8 @@ def quality_checks(estimator: Estimator, tasks: int = 40, progress: bool = True)
     bar = tqdm(total=tasks, desc="high MI", disable=not progress)
     while len(rel["mist"]) < tasks and k < 20 * tasks:
         index = k * high.tasks_per_distribution
-        t = sample_task(high, index, seed + 1, shape=(5000, *_dims(task_rng(seed + 1, k), high)))
+        t = sample_task(high, index, QUALITY_HIGH_MI_OFFSET,
+                        shape=(5000, *draw_dims(task_rng(QUALITY_HIGH_MI_OFFSET, k), high)))  # fmt: skip
         k += 1
         if not 4.0 <= t.mi <= 8.0:
             continue

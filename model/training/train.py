@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from metadata_gen.batched import BatchGenerator
 from metadata_gen.config import ConfigError, MetaConfig, load_config, read_config_file
-from metadata_gen.sampler import draw_shape, task_rng
+from metadata_gen.sampler import draw_shape
+from metadata_gen.streams import TRAIN_SHAPE_OFFSET, task_rng
 from model.checkpoint import load_checkpoint, load_weights_widening_head, save_checkpoint
 from model.network import MISTNetwork, NetworkConfig
 from model.package_version import package_version
@@ -110,7 +111,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         generator = BatchGenerator(self.meta, self.cfg.seed, self.device)
         while True:
             base = (j * streams + stream) * self.cfg.max_batch
-            n, dx, dy = draw_shape(task_rng(self.cfg.seed + 7919, base), self.meta)
+            n, dx, dy = draw_shape(task_rng(self.cfg.seed + TRAIN_SHAPE_OFFSET, base), self.meta)
             size = int(np.clip(self.cfg.cells_per_batch // (n * (dx + dy)), 1, self.cfg.max_batch))
             batch = generator.generate(range(base, base + size), dims=(dx, dy), n=n)
             yield {"x": batch.x, "y": batch.y, "mi": batch.mi.float(), "index": torch.tensor(batch.indices)}

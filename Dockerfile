@@ -1,8 +1,8 @@
 # MIST MI-estimation service: CPU-only torch, non-root, the default checkpoint baked in.
-#   docker build -t mist-server:0.2.0 .
-#   docker run -p 8000:8000 mist-server:0.2.0
+#   docker build -t mist-server:0.3.0 .
+#   docker run -p 8000:8000 mist-server:0.3.0
 # The image for the generate/train Jobs adds the [train] extra (normflows, tqdm, matplotlib):
-#   docker build --build-arg EXTRAS=train -t mist-train:0.2.0 .
+#   docker build --build-arg EXTRAS=train -t mist-train:0.3.0 .
 # Versions are pinned by constraints.txt (uv pip compile; see README), so two builds of one commit agree.
 # Build arguments: BASE_IMAGE (a Debian-based Python 3.11), TORCH_INDEX_URL (where the CPU torch wheel comes
 # from; empty = the default index), PIP_FIND_LINKS (a local wheel directory, e.g. /opt/wheels), EXTRAS.

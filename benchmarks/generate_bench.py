@@ -35,8 +35,7 @@ def _variant(base: dict, families: list[str] | None) -> dict:
 def _rate(args: tuple) -> tuple[int, float]:
     """Tasks drawn in ``seconds`` by one process: (tasks, seconds)."""
     data, path, seconds, device, offset = args
-    from metadata_gen.batched import BatchGenerator
-    from metadata_gen.batched import sample_task
+    from metadata_gen.batched import BatchGenerator, sample_task
 
     if device == "cpu":
         torch.set_num_threads(1)

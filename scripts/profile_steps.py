@@ -12,7 +12,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from metadata_gen.config import load_config
-from model.network import MISTNetwork, NetworkConfig
+from model.network import MISTNetwork
 from model.training.train import BatchStream, load_train_config, pinball_loss
 
 
@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_train_config(args.config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = MISTNetwork(NetworkConfig(**cfg.model.model_dump())).to(device)
+    net = MISTNetwork(cfg.model).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     batches = iter(BatchStream(load_config(cfg.data.meta_config), cfg.data, device=device))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metadata_gen.batched import BatchGenerator
+from metadata_gen.batched import BatchGenerator, sample_task
 from metadata_gen.config import AdaptError, parse_config, read_config_file
 from metadata_gen.fitted_flows import fit_flow, save_flow
-from metadata_gen.batched import sample_task
 from model.estimator import default_checkpoint_path
 from model.training.adapt import adapt, adapted_meta
 from tests.conftest import DEFAULT_META

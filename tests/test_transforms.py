@@ -87,8 +87,12 @@ def test_monotone_maps_match_their_closed_forms():
 
 def test_reshaping_composes_in_order_and_is_fixed_by_the_pilot_rows_not_the_task_data():
     spec = TransformsConfig.model_validate(
-        {"linear": {"probability": 1}, "spiral": {"probability": 1}, "flow": {"probability": 1},
-         "coordinatewise": {"probability": 1}}  # fmt: skip
+        {
+            "linear": {"probability": 1},
+            "spiral": {"probability": 1},
+            "flow": {"probability": 1},
+            "coordinatewise": {"probability": 1},
+        }
     )
     maps = draw_reshaping(np.random.default_rng(0), 3, spec)
     assert maps.names() == ["linear", "spiral", "flow", "coordinatewise"]

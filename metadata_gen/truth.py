@@ -190,11 +190,6 @@ def noise_scales(u: torch.Tensor, ch: dict) -> torch.Tensor:
     return ch["noise"][:, None] * torch.exp(gamma * torch.tanh(slope * u + shift))
 
 
-def link_standardization(params: dict) -> tuple[np.ndarray, np.ndarray]:
-    mean, sd, _ = link_moments([params])
-    return mean.numpy(), sd.numpy()
-
-
 def functional_mi(params_list: list[dict], device="cpu") -> torch.Tensor:
     """``(P,)`` MI of functional-link distributions: per channel h(Y) − E[½ log(2πe σ(U)²)]. For a constant σ the
     density of Y = f(U) + σε is the pushforward of U's grid mass onto a fine Y grid (linear binning), convolved

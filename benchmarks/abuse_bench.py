@@ -37,11 +37,16 @@ def _free_port() -> int:
 
 
 def _rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and all its descendants (the server's parsing processes count)."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+            own = next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        children = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += (task / "children").read_text().split()
     except (OSError, StopIteration):
         return 0.0
+    return own + sum(_rss_mb(int(c)) for c in children)
 
 
 class Watch:
@@ -117,7 +122,66 @@ def _bad_header() -> bytes:
     return out.getvalue()
 
 
-def attacks(url: str, port: int) -> dict:
+def _corrupt_deflate() -> bytes:
+    body = bytearray(_npz(x=np.arange(500.0), y=np.arange(500.0)))
+    start = body.find(b"x.npy") + 25
+    body[start : start + 40] = bytes(range(40))
+    return bytes(body)
+
+
+def _cut_header() -> bytes:
+    header = b"{'descr': '<f8',\n"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("x.npy", np.lib.format.magic(1, 0) + len(header).to_bytes(2, "little") + header)
+        z.writestr("y.npy", np.lib.format.magic(1, 0) + len(header).to_bytes(2, "little") + header)
+    return out.getvalue()
+
+
+SLOW_HEAD = b"GET /health/live HTTP/1.1\r\n"
+SLOW_BODY = b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99\r\n\r\n"
+
+
+def _closed_after(port: int, first: bytes, trickle: bytes, wait_s: float = 15.0) -> str:
+    """Open a connection, send ``first``, then ``trickle`` every 0.5 s: how long until the server closes it."""
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(first)
+        s.settimeout(0.5)
+        while time.perf_counter() - start < wait_s:
+            try:
+                if s.recv(4096) == b"":
+                    return f"closed {time.perf_counter() - start:.1f}s"
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    s.sendall(trickle)
+            except OSError:
+                return f"closed {time.perf_counter() - start:.1f}s"
+    return f"open {wait_s:.0f}s"
+
+
+def _held_then_burst(url: str, port: int, held: int, cap: int) -> str:
+    """``held`` connections each send all but 1 MiB of a body at the cap and wait; then 4 requests at the cap."""
+    head = (b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % cap)  # fmt: skip
+    part = b'{"x": [' + b"0," * ((cap - (1 << 20)) // 2)
+    socks = []
+    try:
+        for _ in range(held):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            socks.append(s)
+            with contextlib.suppress(OSError):
+                s.sendall(head + part)
+        body = b'{"x": [' + b"0.5," * (cap // 4 - 64) + b'0.5], "y": [0.5]}'
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda _: _post(url, "/estimate", body), range(4)))
+        return ",".join(map(str, statuses))
+    finally:
+        for s in socks:
+            s.close()
+
+
+def attacks(url: str, port: int, cap: int) -> dict:
     rng = np.random.default_rng(0)
     huge = json.dumps({"x": [1e308 * (-1) ** i for i in range(16)], "y": list(range(16)), "method": "ksg"}).encode()
     chunk = b"0," * 32768
@@ -125,6 +189,10 @@ def attacks(url: str, port: int) -> dict:
                     b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
     chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * (9 * 1024 * 1024 // len(chunk)) + [b"0\r\n\r\n"]
     big_x = rng.standard_normal((20_000, 32))
+    levels = np.linspace(0.03, 0.97, 20_000).tolist()
+    item = {"x": rng.standard_normal(50).tolist(), "y": rng.standard_normal(50).tolist()}
+    amplified = json.dumps({"items": [item] * 256, "quantiles": levels}).encode()
+    octet = "Application/Octet-Stream"
     return {
         "chunked 9 MiB, Content-Length 10": lambda: _raw(port, chunked_head, chunks),
         "npz bomb (256 MiB bool member)": lambda: _post(
@@ -136,6 +204,13 @@ def attacks(url: str, port: int) -> dict:
         "npz header claims 2^40 values": lambda: _post(url, "/estimate/npz", _bad_header(), "application/octet-stream"),
         "±1e308 with method=ksg": lambda: _post(url, "/estimate", huge),
         "8 MiB JSON of zeros": lambda: _post(url, "/estimate", b'{"x": [' + b"0," * 4_000_000 + b'0], "y": [0]}'),
+        "npz corrupt deflate stream": lambda: _post(url, "/estimate/npz", _corrupt_deflate(), octet),
+        "npz header cut short": lambda: _post(url, "/estimate/npz", _cut_header(), octet),
+        "batch 256 items x 20000 levels": lambda: _post(url, "/estimate/batch", amplified),
+        "idle connection, no bytes": lambda: _closed_after(port, b"", b""),
+        "headers trickled, a line per 0.5 s": lambda: _closed_after(port, SLOW_HEAD, b"X-Slow: 1\r\n"),
+        "body trickled after its head": lambda: _closed_after(port, SLOW_BODY, b"1"),
+        "64 held bodies, then 4 at the cap": lambda: _held_then_burst(url, port, 64, cap),
         "ksg n=20000, d=32+32 (npz)": lambda: _post(
             url, "/estimate/npz?method=ksg", _npz(x=big_x, y=big_x), "application/octet-stream"
         ),
@@ -163,7 +238,7 @@ def main() -> None:
     rows = []
     print(f"{'attack':38s} {'status':>6s} {'seconds':>8s} {'RSS +MB':>8s} {'live max s':>10s}")
     try:
-        for name, attack in attacks(url, port).items():
+        for name, attack in attacks(url, port, args.cap).items():
             if any(word in name for word in args.skip):
                 continue
             with Watch(server.pid, url) as w:
@@ -171,8 +246,8 @@ def main() -> None:
                 status = attack()
                 secs = time.perf_counter() - start
             rows.append({"attack": name, "status": status, "seconds": secs, "rss_growth_mb": w.peak - w.base,
-                         "live_worst_s": w.worst})  # fmt: skip
-            print(f"{name:38s} {status:6d} {secs:8.2f} {w.peak - w.base:8.0f} {w.worst:10.2f}", flush=True)
+                         "live_worst_s": w.worst, "rss_peak_mb": w.peak})  # fmt: skip
+            print(f"{name:38s} {status!s:>6s} {secs:8.2f} {w.peak - w.base:8.0f} {w.worst:10.2f}", flush=True)
         with Watch(server.pid, url) as w:
             for i in range(2000):
                 with contextlib.suppress(urllib.error.HTTPError):

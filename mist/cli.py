@@ -127,12 +127,12 @@ def _read_pair(args: argparse.Namespace):
     if args.data and (args.x or args.y):
         raise UserError("give either DATA (.npz with x and y) or --x and --y, not both")
     if args.data:
+        from model.npz import read_npz_pair
         from model.validation import InputError, Limits
-        from server.parsing import npz_pair
 
         try:
             with open(args.data, "rb") as f:
-                return npz_pair(f.read(), Limits())
+                return read_npz_pair(f.read(), Limits())
         except OSError as err:
             raise UserError(f"{args.data}: {err.strerror}") from None
         except InputError as err:
@@ -191,10 +191,12 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import functools
     import os
 
     import uvicorn
 
+    from server.connection import HeadDeadlineH11Protocol
     from server.settings import Settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers),
@@ -209,6 +211,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        limit_concurrency=settings.max_connections,
+        http=functools.partial(HeadDeadlineH11Protocol, head_timeout_s=settings.head_timeout_s),
     )
     return 0
 

@@ -18,10 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from model import baselines
-from model.validation import METHODS, InputError, Limits, check_work, validate_pair, validate_quantiles
+from model.validation import (
+    DEFAULT_QUANTILES,
+    InputError,
+    Limits,
+    check_method,
+    check_work,
+    validate_pair,
+    validate_quantiles,
+)
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "mist-default.pt"
-DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 LN2 = float(np.log(2.0))
 
 
@@ -62,8 +69,7 @@ def _drop_constant_columns(a: np.ndarray) -> np.ndarray:
 def estimate_baseline(x, y, method: str, limits: Limits = Limits()) -> Estimate:
     """A classical estimator (:data:`model.baselines.BASELINES`) on validated arrays; needs no checkpoint (and no
     torch). Baselines give a point estimate: ``interval_90`` is None and ``quantiles`` is empty."""
-    if method not in METHODS:
-        raise InputError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_method(method)
     if method == "mist":
         raise InputError("method", "mist needs a checkpoint: use Estimator.load().estimate")
     x, y = validate_pair(x, y, limits)
@@ -87,6 +93,7 @@ class Estimator:
         self.info = {k: ckpt.get(k) for k in keys}
         self.limits = limits
         self.grid = np.asarray(self.network.cfg.quantiles)
+        self.quantile_range = (float(self.grid[0]), float(self.grid[-1]))  # levels answered, by interpolation
         dims = (ckpt.get("meta_config") or {}).get("dims") or {}
         # The network answers only inside the dims it was trained on (0.2 outside them was measured confidently
         # wrong); 0.3 trains on 1..64 per side and on n down to 10, below dx + dy included.
@@ -115,11 +122,23 @@ class Estimator:
             (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version,
         )  # fmt: skip
 
-    def estimate(self, x, y, quantiles: Sequence[float] = DEFAULT_QUANTILES, method: str = "mist") -> Estimate:
-        """Estimate I(X; Y) in nats for one sample (rows are samples). The one path every caller takes."""
+    def check_request(self, quantiles: Sequence[float] | None, method: str) -> tuple[float, ...]:
+        """The quantile levels a request will be answered at (:data:`DEFAULT_QUANTILES` when it names none). The
+        baselines answer no quantiles, so naming levels with a baseline is refused rather than ignored."""
+        check_method(method)
+        if method != "mist":
+            if quantiles is not None:
+                raise InputError("quantiles", f"{method} gives a point estimate without quantiles; omit quantiles, "
+                                 "or use method=mist for quantiles and an interval")  # fmt: skip
+            return ()
+        return validate_quantiles(DEFAULT_QUANTILES if quantiles is None else quantiles, *self.quantile_range)
+
+    def estimate(self, x, y, quantiles: Sequence[float] | None = None, method: str = "mist") -> Estimate:
+        """Estimate I(X; Y) in nats for one sample (rows are samples). The one path every caller takes; see
+        :meth:`check_request` for ``quantiles`` and ``method``."""
+        qs = self.check_request(quantiles, method)
         if method != "mist":
             return estimate_baseline(x, y, method, self.limits)
-        qs = validate_quantiles(quantiles, float(self.grid[0]), float(self.grid[-1]))
         x, y = validate_pair(x, y, self.limits)
         self._check_trained_range(x, y)
         x_used, y_used = _drop_constant_columns(x), _drop_constant_columns(y)
@@ -135,7 +154,7 @@ class Estimator:
                                  "or ksg")  # fmt: skip
 
     def estimate_batch(
-        self, pairs: Sequence[tuple], quantiles: Sequence[float] = DEFAULT_QUANTILES, method: str = "mist"
+        self, pairs: Sequence[tuple], quantiles: Sequence[float] | None = None, method: str = "mist"
     ) -> list[Estimate]:
         """:meth:`estimate` for each pair; raises on the first bad pair."""
         return [self.estimate(x, y, quantiles, method) for x, y in pairs]

@@ -15,6 +15,8 @@ METHODS = ("mist", "ksg", "gaussian", "gaussian_copula")  # the network, then th
 MIN_N = 10
 MAX_N = 20_000
 MAX_DIM = 64
+DEFAULT_QUANTILES = (0.05, 0.5, 0.95)  # the levels answered when a caller names none
+MAX_QUANTILE_LEVELS = 100  # bounds the answer's size: a 256-item batch at 20 000 levels once answered 193 MiB
 
 
 class InputError(ValueError):
@@ -23,6 +25,9 @@ class InputError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
+
+    def __reduce__(self):  # picklable as it was built: the server parses requests in worker processes
+        return type(self), (self.field, self.message)
 
 
 # Work budget per method, in cells n · (dx + dy): KSG's k-d trees slow down steeply with dimension (measured:
@@ -35,6 +40,11 @@ class Limits:
     min_n: int = MIN_N
     max_n: int = MAX_N
     max_dim: int = MAX_DIM
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise InputError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
 def check_work(method: str, x: np.ndarray, y: np.ndarray) -> None:
@@ -93,6 +103,8 @@ def validate_quantiles(quantiles: Sequence[float], low: float, high: float) -> t
     qs = tuple(float(q) for q in quantiles)
     if not qs:
         raise InputError("quantiles", "must not be empty")
+    if len(qs) > MAX_QUANTILE_LEVELS:
+        raise InputError("quantiles", f"has {len(qs)} levels; at most {MAX_QUANTILE_LEVELS} are answered")
     if len(set(qs)) != len(qs):
         raise InputError("quantiles", "must not repeat a level")
     for q in qs:

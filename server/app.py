@@ -6,11 +6,10 @@ keeps answering health checks whatever the requests cost.
 
 from __future__ import annotations
 
-import time
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -18,11 +17,25 @@ from model.estimator import Estimator
 from model.package_version import package_version
 from server import errors
 from server.limits import Admission, BodyLimit
-from server.routes import router
+from server.observe import Observe
+from server.offload import Parsers
+from server.routes import request_schemas, router
 from server.settings import Settings
 
-UNMATCHED = "unmatched"
 JSON_ROUTES = ("/estimate", "/estimate/batch")
+
+
+def _document_request_bodies(app: FastAPI) -> None:
+    """Add the request models, which the routes parse themselves, to the generated OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = generate()
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas())
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def create_app(
@@ -43,9 +56,11 @@ def create_app(
         for name, path in settings.models().items():
             if name not in loaded:
                 loaded[name] = Estimator.load(path)
+        app.state.parsers.warm_up()
         app.state.estimators = loaded
         app.state.estimator = loaded["default"]
         yield
+        app.state.parsers.close()
 
     # fastapi-offline serves the Swagger UI and ReDoc assets from the installed package: /docs works in a cluster
     # without internet (FastAPI's default pages load them from a public CDN).
@@ -53,26 +68,16 @@ def create_app(
                          lifespan=lifespan)  # fmt: skip
     app.state.estimator, app.state.estimators = None, {}
     app.state.settings, app.state.registry = settings, registry
+    app.state.parsers = Parsers(settings.parse_workers)
     app.state.admission = Admission(settings.estimate_slots, settings.deadline_s, settings.max_waiting)
     for exc, handler in errors.HANDLERS.items():
         app.add_exception_handler(exc, handler)
     app.include_router(router)
+    _document_request_bodies(app)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        path = request.url.path
-        if request.method == "POST" and path in (*JSON_ROUTES, "/estimate/npz"):
-            ctype = request.headers.get("content-type", "").split(";")[0].strip()
-            wanted = "application/json" if path in JSON_ROUTES else "application/octet-stream"
-            if ctype != wanted:
-                return errors.problem(415, "Unsupported media type", f"content-type must be {wanted}, got {ctype!r}")
-        response = await call_next(request)
-        route = request.scope.get("route")
-        label = route.path if route is not None else UNMATCHED  # templates only: bounded label cardinality
-        requests.labels(label, str(response.status_code)).inc()
-        latency.labels(label).observe(time.perf_counter() - start)
-        return response
-
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_buffered=settings.max_buffered_bytes,
+                       timeout_s=settings.body_timeout_s)  # fmt: skip
+    media = {path: "application/json" for path in JSON_ROUTES} | {"/estimate/npz": "application/octet-stream"}
+    known = tuple(route.path for route in router.routes)
+    app.add_middleware(Observe, requests=requests, latency=latency, media=media, known=known)  # outermost
     return app

@@ -9,12 +9,13 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from model.validation import InputError
-from server.limits import Busy, DeadlineExceeded
 
 PROBLEM = "application/problem+json"
 STATUS_TEXT = {
     400: "Bad request",
+    408: "The body did not arrive within MIST_BODY_TIMEOUT_S",
     413: "Body too large",
+    415: "Unsupported media type",
     422: "Invalid input: field names what to fix",
     503: "Busy or not ready (Retry-After says when to retry)",
     504: "The estimate ran past the request deadline",
@@ -27,6 +28,14 @@ class ProblemBody(BaseModel):
     status: int
     detail: str
     field: str | None = None
+
+
+class Busy(Exception):  # noqa: N818 (a state, not an error)
+    """All heavy slots are taken: answered 503 with Retry-After."""
+
+
+class DeadlineExceeded(Exception):  # noqa: N818 (the name says it)
+    """The work did not finish within the request deadline: answered 504."""
 
 
 class NotReady(Exception):  # noqa: N818 (a state, not an error)

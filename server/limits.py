@@ -7,57 +7,80 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from server.errors import Busy, DeadlineExceeded, problem
+
 
 class BodyLimit:
-    """Pure ASGI middleware: reads a POST body chunk by chunk, answers 413 as soon as it passes ``max_bytes``
-    (a declared Content-Length over the cap is refused before reading), then replays the body to the app.
-    Chunked bodies are counted like any other, so a small Content-Length cannot smuggle a large body."""
+    """Pure ASGI middleware: reads a POST body chunk by chunk, then replays it to the app. Refuses with 413 as soon
+    as the body passes ``max_bytes`` (a declared Content-Length over the cap before reading; chunked bodies are
+    counted like any other), with 503 + Retry-After when the bodies held across all connections would pass
+    ``max_buffered`` (so many slow uploads cannot exhaust memory), and with 408 when the body has not arrived
+    within ``timeout_s``."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, max_buffered: int, timeout_s: float):
+        self.app, self.max_bytes, self.max_buffered, self.timeout_s = app, max_bytes, max_buffered, timeout_s
+        self.buffered = 0  # bytes of the bodies of requests not yet answered, all connections together
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        from server.errors import problem  # errors imports this module's exceptions
-
-        too_large = problem(413, "Body too large", f"body exceeds {self.max_bytes} bytes")
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await too_large(scope, receive, send)
+            await problem(413, "Body too large", f"body exceeds {self.max_bytes} bytes")(scope, receive, send)
             return
-        chunks, total = [], 0
+        chunks: list[bytes] = []
+        try:  # the body counts against max_buffered until its request is answered
+            try:
+                refusal = await asyncio.wait_for(self._read(receive, chunks), self.timeout_s)
+            except TimeoutError:
+                refusal = problem(408, "Request timeout", f"the body did not arrive within {self.timeout_s:g} s")
+            if refusal is CLIENT_LEFT:
+                return
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+            body = b"".join(chunks)
+            chunks[:] = [body]
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.buffered -= sum(map(len, chunks))
+
+    async def _read(self, receive, chunks: list[bytes]):
+        """Append the body's chunks to ``chunks``: None when complete, else the answer that refuses it."""
+        total = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return  # the client left before sending its body: nothing to answer
+                return CLIENT_LEFT  # before sending its body: nothing to answer
             body = message.get("body", b"")
             total += len(body)
             if total > self.max_bytes:
-                await too_large(scope, receive, send)
-                return
+                return problem(413, "Body too large", f"body exceeds {self.max_bytes} bytes")
+            if self.buffered + len(body) > self.max_buffered:
+                return problem(503, "Busy", "the server holds too many request bodies; retry shortly",
+                               headers={"Retry-After": "2"})  # fmt: skip
+            self.buffered += len(body)
             chunks.append(body)
             if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+                return None
 
 
-class Busy(Exception):  # noqa: N818 (a state, not an error)
-    """All heavy slots are taken: answered 503 with Retry-After."""
+CLIENT_LEFT = object()
 
 
-class DeadlineExceeded(Exception):  # noqa: N818 (the name says it)
-    """The work did not finish within the request deadline: answered 504."""
+def _replay(body: bytes, receive):
+    """An ASGI receive that gives ``body`` once, then defers to the connection (disconnect messages)."""
+    replayed = False
+
+    async def replay() -> dict:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class Admission:

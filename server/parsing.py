@@ -1,35 +1,67 @@
-"""Request bodies to numpy, off the event loop: orjson for JSON, header-first reading for ``.npz``.
+"""Request bodies to :class:`Call` objects: orjson and numpy for the arrays, the pydantic request models of
+:mod:`server.schemas` for everything else, and :mod:`model.npz` for ``.npz`` uploads.
 
-Every failure is an :class:`InputError` whose field is a path a person reads (``x[3][1]``, ``body``, ``x.npy``).
+These functions run in worker processes (:mod:`server.offload`), so this module stays free of torch. Every
+failure is an :class:`InputError` whose field is a path a person reads (``x[3][1]``, ``quantiles.0``, ``x.npy``).
 """
 
 from __future__ import annotations
 
-import io
-import zipfile
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, ValidationError
 
-from model.estimator import DEFAULT_QUANTILES
+from model.npz import read_npz_pair
 from model.validation import InputError, Limits
+from server.schemas import ARRAY_FIELDS, BatchRequest, EstimateOptions, EstimateRequest
 
-NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+Pair = tuple[np.ndarray, np.ndarray]
 
 
-def json_object(body: bytes, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """Parse a JSON object body and refuse unknown fields."""
+@dataclass(frozen=True)
+class Call:
+    """One estimate request, parsed: float64 arrays and validated options."""
+
+    x: np.ndarray
+    y: np.ndarray
+    options: EstimateOptions
+
+
+@dataclass(frozen=True)
+class BatchCall:
+    """A batch request, parsed: each item a pair or the error that refused it alone."""
+
+    items: list[Pair | InputError]
+    options: EstimateOptions
+
+    @property
+    def numbers(self) -> int:
+        return sum(x.size + y.size for x, y in (p for p in self.items if isinstance(p, tuple)))
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as err:
         raise InputError("body", f"not valid JSON: {err}") from None
     if not isinstance(obj, dict):
-        raise InputError("body", f"must be a JSON object with fields {', '.join(allowed)}")
-    for key in obj:
-        if key not in allowed:
-            raise InputError(key, f"unknown field; allowed: {', '.join(allowed)}")
+        raise InputError("body", "must be a JSON object")
     return obj
+
+
+def options(fields: dict[str, Any], request: type[BaseModel]) -> EstimateOptions:
+    """The non-array fields checked against :class:`EstimateOptions`; an error names the first bad field."""
+    try:
+        return EstimateOptions.model_validate(fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        if first["type"] == "extra_forbidden":
+            raise InputError(field, f"unknown field; allowed: {', '.join(request.model_fields)}") from None
+        raise InputError(field, first["msg"]) from None
 
 
 def _first_bad_entry(value: Any, field: str) -> InputError:
@@ -56,7 +88,7 @@ def _first_bad_entry(value: Any, field: str) -> InputError:
 
 
 def json_matrix(value: Any, field: str) -> np.ndarray:
-    """A JSON list of rows (or a flat list, one column) as float64 ``(n, d)``."""
+    """A JSON list of rows (or a flat list, one column) as float64 ``(n, d)`` or ``(n,)``."""
     if value is None:
         raise InputError(field, "is required")
     try:
@@ -70,54 +102,47 @@ def json_matrix(value: Any, field: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
-def json_quantiles(value: Any) -> list[float]:
-    if value is None:
-        return list(DEFAULT_QUANTILES)
-    if not isinstance(value, list) or not all(isinstance(q, int | float) and not isinstance(q, bool) for q in value):
-        raise InputError("quantiles", "must be a list of numbers in [0.025, 0.975]")
-    return [float(q) for q in value]
+def estimate_call(body: bytes) -> Call:
+    """``POST /estimate``: a JSON :class:`EstimateRequest`."""
+    obj = _json_body(body)
+    arrays = {k: obj.pop(k, None) for k in ARRAY_FIELDS}
+    opts = options(obj, EstimateRequest)
+    return Call(json_matrix(arrays["x"], "x"), json_matrix(arrays["y"], "y"), opts)
 
 
-def _member(archive: zipfile.ZipFile, name: str, limits: Limits) -> np.ndarray:
-    """Read ``name`` + ``.npy`` after checking its header: shape and dtype are refused before anything inflates."""
-    field = f"{name}.npy"
-    try:
-        info = archive.getinfo(field)
-    except KeyError:
-        raise InputError("body", "the .npz must contain arrays named 'x' and 'y'") from None
-    max_bytes = limits.max_n * limits.max_dim * 8 + 4096
-    if info.file_size > max_bytes:
-        raise InputError(field, f"inflates to {info.file_size} bytes; at most {max_bytes} are accepted")
-    try:
-        with archive.open(info) as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(handle)
-            if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
-                raise InputError(field, f"has dtype {dtype}; send numbers")
-            if len(shape) not in (1, 2) or 0 in shape:
-                raise InputError(field, f"has shape {shape}; send an (n, d) or (n,) array")
-            if shape[0] > limits.max_n or (len(shape) == 2 and shape[1] > limits.max_dim):
-                raise InputError(field, f"has shape {shape}; at most {limits.max_n} rows and {limits.max_dim} columns")
-            count = int(np.prod(shape))
-            raw = handle.read(count * dtype.itemsize + 1)
-            if len(raw) != count * dtype.itemsize:
-                raise InputError(field, "is truncated or longer than its header says")
-    except InputError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as err:
-        raise InputError(field, f"cannot be read: {err}") from None
-    arr = np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-    return arr.astype(np.float64)
+def batch_call(body: bytes, max_items: int, max_numbers: int) -> BatchCall:
+    """``POST /estimate/batch``: a JSON :class:`BatchRequest`; every bound of the batch is checked here, before
+    any estimate starts."""
+    obj = _json_body(body)
+    items = obj.pop("items", None)
+    opts = options(obj, BatchRequest)
+    if not isinstance(items, list):
+        raise InputError("items", "must be a list of {x, y} objects")
+    if len(items) > max_items:
+        raise InputError("items", f"has {len(items)} entries; at most {max_items}")
+    parsed: list[Pair | InputError] = []
+    for i, item in enumerate(items):  # each item stands alone: a bad one fails without the others
+        try:
+            if not isinstance(item, dict) or set(item) - set(ARRAY_FIELDS):
+                raise InputError(f"items[{i}]", "must be an object with fields x and y")
+            parsed.append((json_matrix(item.get("x"), f"items[{i}].x"), json_matrix(item.get("y"), f"items[{i}].y")))
+        except InputError as err:
+            parsed.append(err)
+    call = BatchCall(parsed, opts)
+    if call.numbers > max_numbers:
+        raise InputError("items", f"the batch holds {call.numbers} numbers; at most {max_numbers}: split it")
+    return call
 
 
-def npz_pair(body: bytes, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` and ``y`` from an ``.npz`` body, with every member checked before it is inflated."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(body))
-    except (zipfile.BadZipFile, ValueError, OSError):
-        raise InputError("body", "is not a readable .npz file (a zip of .npy arrays x and y)") from None
-    with archive:
-        return _member(archive, "x", limits), _member(archive, "y", limits)
+def npz_call(body: bytes, limits: Limits, quantiles: str | None, method: str, model: str) -> Call:
+    """``POST /estimate/npz``: the body is an ``.npz`` of ``x`` and ``y``; options come as query parameters
+    (``quantiles`` comma-separated)."""
+    levels = None
+    if quantiles is not None:
+        try:
+            levels = [float(q) for q in quantiles.split(",")]
+        except ValueError:
+            raise InputError("quantiles", "must be comma-separated numbers") from None
+    opts = options({"quantiles": levels, "method": method, "model": model}, EstimateOptions)
+    x, y = read_npz_pair(body, limits)
+    return Call(x, y, opts)

@@ -9,16 +9,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic.json_schema import models_json_schema
 
-from model.estimator import DEFAULT_QUANTILES, METHODS, Estimate, Estimator
+from model.estimator import Estimate, Estimator
 from model.validation import InputError
 from server import errors, parsing
-from server.schemas import BatchRequest, BatchResponse, BatchResult, EstimateRequest, EstimateResponse
+from server.offload import Parsers
+from server.schemas import BatchRequest, BatchResponse, BatchResult, EstimateRequest, EstimateResponse, Method
 
 router = APIRouter()
-
-ESTIMATE_FIELDS = ("x", "y", "quantiles", "method", "model")
-BATCH_FIELDS = ("items", "quantiles", "method", "model")
+SCHEMA_REF = "#/components/schemas/{model}"
 
 
 class Models:
@@ -27,9 +27,8 @@ class Models:
     def __init__(self, loaded: dict[str, Estimator]):
         self.loaded = loaded
 
-    def pick(self, name) -> Estimator:
-        name = "default" if name is None else name
-        if not isinstance(name, str) or name not in self.loaded:
+    def pick(self, name: str) -> Estimator:
+        if name not in self.loaded:
             raise InputError("model", f"unknown model {name!r}; known: {', '.join(sorted(self.loaded))}")
         return self.loaded[name]
 
@@ -41,7 +40,7 @@ def models(request: Request) -> Models:
 
 
 def estimator(request: Request) -> Estimator:
-    return models(request).pick(None)
+    return models(request).pick("default")
 
 
 Est = Annotated[Estimator, Depends(estimator)]
@@ -56,60 +55,31 @@ def _response(est: Estimate, seconds: float) -> EstimateResponse:
     )  # fmt: skip
 
 
-def _method(value) -> str:
-    if value is None:
-        return "mist"
-    if value not in METHODS:
-        raise InputError("method", f"unknown method {value!r}; choose one of {', '.join(METHODS)}")
-    return value
-
-
-def _estimate_json(body: bytes, available: Models) -> EstimateResponse:
+def _estimate(parsers: Parsers, parse, args: tuple, available: Models) -> EstimateResponse:
+    """In a worker thread: parse (in a worker process), then estimate."""
     start = time.perf_counter()
-    obj = parsing.json_object(body, ESTIMATE_FIELDS)
-    est = available.pick(obj.get("model"))
-    x, y = parsing.json_matrix(obj.get("x"), "x"), parsing.json_matrix(obj.get("y"), "y")
-    result = est.estimate(x, y, parsing.json_quantiles(obj.get("quantiles")), _method(obj.get("method")))
+    call = parsers.run(parse, *args)
+    opts = call.options
+    result = available.pick(opts.model).estimate(call.x, call.y, opts.quantiles, opts.method)
     return _response(result, time.perf_counter() - start)
 
 
-def _batch_json(body: bytes, available: Models, max_items: int, max_cells: int) -> BatchResponse:
+def _batch(parsers: Parsers, body: bytes, available: Models, max_items: int, max_numbers: int) -> BatchResponse:
     start = time.perf_counter()
-    obj = parsing.json_object(body, BATCH_FIELDS)
-    est = available.pick(obj.get("model"))
-    items = obj.get("items")
-    if not isinstance(items, list):
-        raise InputError("items", "must be a list of {x, y} objects")
-    if len(items) > max_items:
-        raise InputError("items", f"has {len(items)} entries; at most {max_items}")
-    qs, method = parsing.json_quantiles(obj.get("quantiles")), _method(obj.get("method"))
-    results, cells = [], 0
-    for i, item in enumerate(items):  # each item stands alone: a bad one fails without the others
+    call = parsers.run(parsing.batch_call, body, max_items, max_numbers)
+    opts = call.options
+    est = available.pick(opts.model)
+    est.check_request(opts.quantiles, opts.method)  # a bad level or method fails the batch once, not every item
+    results = []
+    for item in call.items:
         try:
-            if not isinstance(item, dict) or set(item) - {"x", "y"}:
-                raise InputError(f"items[{i}]", "must be an object with fields x and y")
-            x = parsing.json_matrix(item.get("x"), f"items[{i}].x")
-            y = parsing.json_matrix(item.get("y"), f"items[{i}].y")
-            cells += x.size + y.size
-            if cells > max_cells:
-                raise InputError("items", f"the batch holds more than {max_cells} numbers; split it")
-            results.append(BatchResult(ok=True, result=_response(est.estimate(x, y, qs, method), 0.0)))
+            if isinstance(item, InputError):
+                raise item
+            x, y = item
+            results.append(BatchResult(ok=True, result=_response(est.estimate(x, y, opts.quantiles, opts.method), 0)))
         except InputError as err:
-            if err.field == "items":
-                raise
             results.append(BatchResult(ok=False, error=errors.input_error_body(err)))
     return BatchResponse(results=results, seconds=time.perf_counter() - start)
-
-
-def _estimate_npz(body: bytes, quantiles: str, method: str, est: Estimator) -> EstimateResponse:
-    start = time.perf_counter()
-    x, y = parsing.npz_pair(body, est.limits)
-    try:
-        qs = [float(q) for q in quantiles.split(",")]
-    except ValueError:
-        raise InputError("quantiles", "must be comma-separated numbers") from None
-    result = est.estimate(x, y, qs, _method(method))
-    return _response(result, time.perf_counter() - start)
 
 
 JSON_BODY = {
@@ -119,15 +89,26 @@ JSON_BODY = {
 PROBLEMS = {code: {**JSON_BODY, "description": text} for code, text in errors.STATUS_TEXT.items()}
 
 
+REQUEST_MODELS = (EstimateRequest, BatchRequest)  # bodies parsed by server.parsing, not by FastAPI
+
+
+def request_schemas() -> dict:
+    """The JSON Schemas of :data:`REQUEST_MODELS` and what they reference, for the OpenAPI components."""
+    _, defs = models_json_schema([(m, "validation") for m in REQUEST_MODELS], ref_template=SCHEMA_REF)
+    return defs["$defs"]
+
+
 def _body_doc(model) -> dict:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = {"$ref": SCHEMA_REF.format(model=model.__name__)}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 @router.post("/estimate", response_model=EstimateResponse, responses=PROBLEMS, openapi_extra=_body_doc(EstimateRequest))
 async def estimate(request: Request, available: ModelsDep) -> EstimateResponse:
     """Estimate I(X; Y): the body is an :class:`EstimateRequest` (rows of numbers)."""
-    return await request.app.state.admission.run(_estimate_json, await request.body(), available)
+    body = await request.body()
+    return await request.app.state.admission.run(_estimate, request.app.state.parsers, parsing.estimate_call,
+                                                 (body,), available)  # fmt: skip
 
 
 @router.post("/estimate/batch", response_model=BatchResponse, responses=PROBLEMS, openapi_extra=_body_doc(BatchRequest))
@@ -135,12 +116,11 @@ async def estimate_batch(request: Request, available: ModelsDep) -> BatchRespons
     """Many samples in one request; each item is answered (or refused) on its own."""
     settings = request.app.state.settings
     body = await request.body()
-    return await request.app.state.admission.run(_batch_json, body, available, settings.max_batch_items,
-                                                 settings.max_batch_numbers)  # fmt: skip
+    return await request.app.state.admission.run(_batch, request.app.state.parsers, body, available,
+                                                 settings.max_batch_items, settings.max_batch_numbers)  # fmt: skip
 
 
 NPZ_SCHEMA = {"type": "string", "format": "binary", "description": "an .npz file holding arrays x (n × dx), y (n × dy)"}
-NPZ_QUANTILES = ",".join(map(str, DEFAULT_QUANTILES))
 NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": NPZ_SCHEMA}}}}
 
 
@@ -148,13 +128,14 @@ NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-str
 async def estimate_npz(
     request: Request,
     available: ModelsDep,
-    quantiles: Annotated[str, Query()] = NPZ_QUANTILES,
-    method: str = "mist",
+    quantiles: Annotated[str | None, Query(description="comma-separated levels (mist only)")] = None,
+    method: Annotated[Method, Query()] = "mist",
     model: str = "default",
 ) -> EstimateResponse:
     """Binary upload: the body is an ``.npz`` file holding arrays ``x`` and ``y``."""
-    est = available.pick(model)
-    return await request.app.state.admission.run(_estimate_npz, await request.body(), quantiles, method, est)
+    args = (await request.body(), available.pick(model).limits, quantiles, method, model)
+    return await request.app.state.admission.run(_estimate, request.app.state.parsers, parsing.npz_call, args,
+                                                 available)  # fmt: skip
 
 
 @router.get("/health/live")
@@ -181,7 +162,7 @@ def _describe(name: str, est: Estimator) -> dict:
                      "trained_shapes": meta.get("dims"), "init_from": (est.info.get("init_from") or {}).get("version")},
         "limits": {"min_n": lim.min_n, "max_n": lim.max_n, "max_dim": lim.max_dim,
                    "network_max_dim": est.trained_max_dim},
-        "quantile_range": [float(est.grid[0]), float(est.grid[-1])],
+        "quantile_range": list(est.quantile_range),
     }  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API."""
+"""Request and response bodies of the HTTP API. The request models are what parsing checks
+(:mod:`server.parsing`), so the OpenAPI and the run-time behaviour are one contract."""
 
 from __future__ import annotations
 
@@ -6,19 +7,30 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.estimator import DEFAULT_QUANTILES, METHODS
+from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS
 
 Matrix = list[list[float]] | list[float]
 Method = Literal[METHODS]
+ARRAY_FIELDS = ("x", "y")  # parsed to numpy by orjson + numpy (pydantic would build millions of floats one by one)
 
 
-class EstimateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EstimateOptions(BaseModel):
+    """What a request asks for besides its arrays."""
 
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    quantiles: list[float] | None = Field(
+        None, min_length=1, max_length=MAX_QUANTILE_LEVELS,
+        description=f"levels within the model's quantile_range (GET /v1/models); default {list(DEFAULT_QUANTILES)}; "
+        "mist only (the baselines answer a point estimate)",
+    )  # fmt: skip
+    method: Method = "mist"
+    model: str = Field("default", description="a loaded model's name (GET /v1/models)")
+
+
+class EstimateRequest(EstimateOptions):
     x: Matrix = Field(description="n samples of X: a list of rows, or a flat list for one column")
     y: Matrix = Field(description="n samples of Y, same n as x")
-    quantiles: list[float] = Field(default=list(DEFAULT_QUANTILES), description="levels in [0.025, 0.975]")
-    method: Method = "mist"
 
 
 class EstimateResponse(BaseModel):
@@ -41,12 +53,8 @@ class BatchItem(BaseModel):
     y: Matrix
 
 
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    items: list[BatchItem]
-    quantiles: list[float] = list(DEFAULT_QUANTILES)
-    method: Method = "mist"
+class BatchRequest(EstimateOptions):
+    items: list[BatchItem] = Field(description="samples, each answered (or refused) on its own")
 
 
 class BatchResult(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.estimator import default_checkpoint_path
@@ -25,9 +25,30 @@ class Settings(BaseSettings):
     max_batch_items: int = 256
     max_batch_numbers: int = 4_000_000
     estimate_slots: int = Field(2, ge=1, description="estimates running at once; others wait for a slot")
+    parse_workers: int = Field(2, ge=0, description="processes parsing request bodies (0: in the request's thread)")
     max_waiting: int = Field(16, ge=0, description="requests waiting for a slot; past it: 503 + Retry-After")
     deadline_s: float = Field(30.0, gt=0, description="per-request deadline; past it the answer is 504")
-    graceful_shutdown_s: int = Field(10, ge=1, description="SIGTERM drains in-flight requests for at most this long")
+    graceful_shutdown_s: int = Field(
+        35,
+        ge=1,
+        description="SIGTERM drains in-flight requests for at most this long "
+        "(at least deadline_s, so no admitted request loses its answer)",
+    )
+    # Connections: what a slow or idle client may hold.
+    max_connections: int = Field(128, ge=1, description="open connections and requests; past it: 503")
+    head_timeout_s: float = Field(10.0, gt=0, description="a request head must arrive within this; else closed")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this; else 408")
+    max_buffered_bytes: int = Field(128 * 1024 * 1024, ge=1, description="request bytes held across all "
+                                    "connections; past it: 503 + Retry-After")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _drain_covers_the_deadline(self) -> Settings:
+        if self.graceful_shutdown_s < self.deadline_s:
+            raise ValueError(f"graceful_shutdown_s ({self.graceful_shutdown_s}) must be at least deadline_s "
+                             f"({self.deadline_s}): a shorter drain drops admitted requests unanswered")  # fmt: skip
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError("max_buffered_bytes must be at least max_body_bytes")
+        return self
 
     def models(self) -> dict[str, str]:
         """Model name → checkpoint path; "default" is always present."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import socket
@@ -73,6 +74,31 @@ def _bad_crc() -> bytes:
     return bytes(body)
 
 
+def _corrupt_deflate() -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=np.arange(500.0), y=np.arange(500.0))
+    body = bytearray(buf.getvalue())
+    start = body.find(b"x.npy") + len(b"x.npy") + 20  # inside the first member's deflate stream
+    body[start : start + 40] = bytes(range(40))
+    return bytes(body)
+
+
+def _with_header(header: bytes) -> bytes:
+    """An .npz whose x.npy carries ``header`` (a version 1.0 header of any text) and y.npy is fine."""
+    npy = np.lib.format.magic(1, 0) + struct.pack("<H", len(header)) + header + b"\0" * 40
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("x.npy", npy)
+        z.writestr("y.npy", _npy(np.arange(5.0)))
+    return out.getvalue()
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -82,12 +108,16 @@ def _bad_crc() -> bytes:
         (_header_claiming(2**40), "x.npy"),
         (_header_claiming(100), "x.npy"),  # holds less than its header says
         (_npz(x=np.array(["a"] * 20), y=np.arange(20.0)), "x.npy"),
+        (_corrupt_deflate(), "x.npy"),  # zlib.error once answered 500
+        (_with_header(b"{'descr': '<f8',\n"), "x.npy"),  # cut short: tokenize.TokenError once answered 500
+        (_with_header(b"{'descr': print('hi'), 'fortran_order': False, 'shape': (5,)}"), "x.npy"),
     ],
 )
 def test_broken_npz_bodies_are_422_naming_the_member(client, body, field):
     r = client.post("/estimate/npz", content=body, headers=NPZ)
     assert r.status_code == 422, r.text
     assert r.json()["field"] == field
+    assert "object at 0x" not in r.text and "Error" not in r.json()["detail"]  # words, not Python internals
 
 
 def test_huge_finite_values_are_rescaled_not_a_500(client):
@@ -185,13 +215,48 @@ def test_405_keeps_allow_and_close_quantile_levels_stay_apart(client):
     assert len(client.post("/estimate", json=body).json()["quantiles"]) == 2
 
 
+def test_media_types_are_case_insensitive(client):
+    body = _npz(x=np.arange(50.0), y=np.arange(50.0) % 7)
+    r = client.post("/estimate/npz", content=body, headers={"content-type": "Application/Octet-Stream"})
+    assert r.status_code == 200, r.text
+    r = client.post("/estimate", content=json.dumps({"x": list(range(20)), "y": list(range(20))}),
+                    headers={"content-type": "Application/JSON; charset=UTF-8"})  # fmt: skip
+    assert r.status_code == 200, r.text
+
+
+def test_quantile_levels_are_bounded_so_the_answer_is(client):
+    levels = np.linspace(0.03, 0.97, 101).tolist()
+    items = [{"x": list(range(20)), "y": list(range(20))}] * 4
+    r = client.post("/estimate/batch", json={"items": items, "quantiles": levels})
+    assert r.status_code == 422 and r.json()["field"] == "quantiles", r.text
+    assert "100" in r.json()["detail"]
+    r = client.post("/estimate/batch", json={"items": items, "quantiles": levels[:100]})
+    assert r.status_code == 200 and all(len(res["result"]["quantiles"]) == 100 for res in r.json()["results"])
+
+
+def test_wrong_media_type_is_refused_before_the_body_and_every_status_is_counted():
+    settings = Settings(max_body_bytes=1000, max_buffered_bytes=1000, parse_workers=0)
+    with TestClient(create_app(settings)) as c:
+
+        def body():  # a 415 must not wait for this body: the generator stops the test if it is read
+            yield b'{"x": '
+            raise AssertionError("the body was read before the media type was checked")
+
+        assert c.post("/estimate", content=body(), headers={"content-type": "text/plain"}).status_code == 415
+        assert c.post("/estimate", content=b"0" * 2000, headers={"content-type": "application/json"}).status_code == 413
+        text = c.get("/metrics").text
+    assert 'mist_requests_total{path="/estimate",status="415"} 1.0' in text
+    assert 'mist_requests_total{path="/estimate",status="413"} 1.0' in text
+
+
 def test_openapi_documents_problems_and_bodies(client):
     spec = client.get("/openapi.json").json()
     post = spec["paths"]["/estimate/npz"]["post"]
     assert "application/octet-stream" in post["requestBody"]["content"]
     assert {"413", "422", "503"} <= set(post["responses"])
     assert "application/problem+json" in post["responses"]["422"]["content"]
-    assert "x" in json.dumps(spec["paths"]["/estimate"]["post"]["requestBody"])
+    ref = spec["paths"]["/estimate"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert "x" in spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]
 
 
 # ------------------------------------------------------------------ a real uvicorn on loopback
@@ -256,3 +321,59 @@ def test_liveness_stays_fast_while_a_large_body_is_parsed(live_port):
         time.sleep(0.02)
     thread.join()
     assert max(worst) < 1.0, max(worst)
+
+
+# ------------------------------------------------------------------ what slow and idle clients may hold
+
+GUARDED = {"MIST_HEAD_TIMEOUT_S": "1", "MIST_BODY_TIMEOUT_S": "1.5", "MIST_MAX_BODY_BYTES": str(1 << 20),
+           "MIST_MAX_BUFFERED_BYTES": str(3 << 19)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def guarded_port():
+    with live_server(GUARDED) as port:
+        yield port
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+        return True  # the server closed the connection
+    except TimeoutError:
+        return False
+
+
+def test_idle_and_trickling_connections_are_closed(guarded_port):
+    with socket.create_connection(("127.0.0.1", guarded_port)) as idle:
+        assert _closed_within(idle, 3.0)
+    with socket.create_connection(("127.0.0.1", guarded_port)) as slow:
+        slow.sendall(b"GET /health/live HTTP/1.1\r\n")
+        for _ in range(4):  # one header line every 0.5 s: each byte would have reset uvicorn's own timer
+            time.sleep(0.5)
+            with contextlib.suppress(OSError):
+                slow.sendall(b"X-Slow: 1\r\n")
+        assert _closed_within(slow, 2.0)
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408(guarded_port):
+    head = b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", guarded_port), timeout=10) as s:
+        s.sendall(head + b'{"x": [1,')
+        assert s.recv(4096).split(b" ")[1] == b"408"
+
+
+def test_bodies_held_across_connections_are_bounded(guarded_port):
+    head = (b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (1 << 20))  # fmt: skip
+    held = [socket.create_connection(("127.0.0.1", guarded_port), timeout=10) for _ in range(2)]
+    try:
+        for s in held:  # 2 × 0.75 MiB held, under the 1.5 MiB budget
+            s.sendall(head + b"[" + b"1," * (3 << 17))
+        time.sleep(0.3)
+        status = _raw_status(guarded_port, head, [b"[" + b"1," * (3 << 17)])  # a third would pass the budget
+        assert status == 503
+    finally:
+        for s in held:
+            s.close()

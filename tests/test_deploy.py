@@ -71,6 +71,14 @@ def test_deployment_probes_ports_and_env_match_the_server():
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == _dockerfile_user()
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # the pod is killed only after the server's drain, and the drain outlasts any admitted request
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > float(config["MIST_GRACEFUL_SHUTDOWN_S"]) >= float(config["MIST_DEADLINE_S"])
+
+
+def test_a_drain_shorter_than_the_deadline_is_refused():
+    with pytest.raises(ValueError, match="graceful_shutdown_s"):
+        Settings(deadline_s=30, graceful_shutdown_s=10)
 
 
 def test_service_and_autoscaler_point_at_the_deployment():

@@ -9,6 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from openapi_spec_validator import validate
 
 from model.estimator import default_checkpoint_path
 from model.validation import MAX_DIM
@@ -113,6 +114,26 @@ def test_real_uvicorn_request():
         req = urllib.request.Request(f"{url}/estimate", body, {"content-type": "application/json"})
         answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
         assert answer["n"] == 200 and answer["mi_nats"] >= 0
+
+
+def test_openapi_is_the_contract_parsing_checks(client):
+    spec = client.get("/openapi.json").json()
+    validate(spec)  # a valid OpenAPI 3.1 document: every $ref resolves
+    schemas = spec["components"]["schemas"]
+    for name in ("EstimateRequest", "BatchRequest"):
+        assert {"quantiles", "method", "model"} <= set(schemas[name]["properties"]), name
+    r = client.post("/estimate", json={"x": X.tolist(), "y": Y.tolist(), "bogus": 1})
+    assert r.status_code == 422 and r.json()["field"] == "bogus"
+    assert set(schemas["EstimateRequest"]["properties"]) <= set(r.json()["detail"].replace(",", " ").split())
+
+
+@pytest.mark.parametrize("method", ["ksg", "gaussian_copula"])
+def test_a_baseline_given_quantiles_is_refused_not_ignored(client, method):
+    r = client.post("/estimate", json={"x": X.tolist(), "y": Y.tolist(), "method": method, "quantiles": [1.7]})
+    assert r.status_code == 422 and r.json()["field"] == "quantiles" and "mist" in r.json()["detail"]
+    r = client.post("/estimate/batch", json={"items": [{"x": X.tolist(), "y": Y.tolist()}], "method": method,
+                                             "quantiles": [0.5]})  # fmt: skip
+    assert r.status_code == 422 and r.json()["field"] == "quantiles"
 
 
 def test_docs_are_served_without_internet(client):

@@ -1,0 +1,69 @@
+"""User ``.npz`` files (arrays ``x`` and ``y``) read defensively: every member's header is checked before anything
+inflates, and every failure is an :class:`InputError` in words, never a Python internal."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+
+from model.validation import InputError, Limits
+
+NUMERIC_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+HEADER_SLACK = 4096  # bytes an .npy member may hold beyond its numbers (magic and header)
+
+
+def _header(handle, field: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    try:
+        version = np.lib.format.read_magic(handle)
+    except Exception:  # whatever breaks, the answer is the same sentence
+        raise InputError(field, "is not an .npy array (its magic bytes are wrong)") from None
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise InputError(field, f"has .npy format version {version}; versions 1.0–3.0 are read")
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    try:
+        return reader(handle)
+    except Exception:  # a cut or crafted header: its parser's message would leak internals
+        raise InputError(field, "has a malformed .npy header (cut short or not a plain shape/dtype header)") from None
+
+
+def _member(archive: zipfile.ZipFile, name: str, limits: Limits) -> np.ndarray:
+    """Read ``name`` + ``.npy`` after checking its header: shape and dtype are refused before anything inflates."""
+    field = f"{name}.npy"
+    try:
+        info = archive.getinfo(field)
+    except KeyError:
+        raise InputError("body", "the .npz must contain arrays named 'x' and 'y'") from None
+    max_bytes = limits.max_n * limits.max_dim * 8 + HEADER_SLACK
+    if info.file_size > max_bytes:
+        raise InputError(field, f"inflates to {info.file_size} bytes; at most {max_bytes} are accepted")
+    try:
+        with archive.open(info) as handle:
+            shape, fortran, dtype = _header(handle, field)
+            if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
+                raise InputError(field, f"has dtype {dtype}; send numbers")
+            if len(shape) not in (1, 2) or 0 in shape:
+                raise InputError(field, f"has shape {shape}; send an (n, d) or (n,) array")
+            if shape[0] > limits.max_n or (len(shape) == 2 and shape[1] > limits.max_dim):
+                raise InputError(field, f"has shape {shape}; at most {limits.max_n} rows and {limits.max_dim} columns")
+            count = int(np.prod(shape))
+            raw = handle.read(count * dtype.itemsize + 1)
+    except InputError:
+        raise
+    except Exception:  # zlib, zip CRC, truncation, encryption: all one corrupt archive to the user
+        raise InputError(field, "cannot be read: the archive is corrupt or truncated") from None
+    if len(raw) != count * dtype.itemsize:
+        raise InputError(field, "is truncated or longer than its header says")
+    arr = np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return arr.astype(np.float64)
+
+
+def read_npz_pair(body: bytes, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` from the bytes of an ``.npz`` file, with every member checked before it is inflated."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(body))
+    except Exception:
+        raise InputError("body", "is not a readable .npz file (a zip of .npy arrays x and y)") from None
+    with archive:
+        return _member(archive, "x", limits), _member(archive, "y", limits)

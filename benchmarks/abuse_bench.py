@@ -181,7 +181,35 @@ def _held_then_burst(url: str, port: int, held: int, cap: int) -> str:
             s.close()
 
 
-def attacks(url: str, port: int, cap: int) -> dict:
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_after_leaving(port: int, pid: int, body: bytes, path: str = "/estimate/batch") -> str:
+    """Send ``body``, hang up after 1 s: the server's CPU seconds over the next 5 s."""
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head.encode() + body)
+        time.sleep(1.0)
+    left = _cpu_s(pid)
+    time.sleep(5.0)
+    return f"cpu {_cpu_s(pid) - left:.1f}s"
+
+
+def _small_behind_heavy(url: str, heavy: bytes) -> str:
+    """Two heavy batches fill the slots; then the latency of a small request."""
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(_post, url, "/estimate/batch", heavy) for _ in range(2)]
+        time.sleep(0.5)
+        start = time.perf_counter()
+        status = _post(url, "/estimate", json.dumps({"x": list(range(50)), "y": list(range(50))}).encode())
+        waited = time.perf_counter() - start
+        [r.result() for r in runs]
+    return f"{status} in {waited:.2f}s"
+
+
+def attacks(url: str, port: int, cap: int, pid: int) -> dict:
     rng = np.random.default_rng(0)
     huge = json.dumps({"x": [1e308 * (-1) ** i for i in range(16)], "y": list(range(16)), "method": "ksg"}).encode()
     chunk = b"0," * 32768
@@ -193,6 +221,10 @@ def attacks(url: str, port: int, cap: int) -> dict:
     item = {"x": rng.standard_normal(50).tolist(), "y": rng.standard_normal(50).tolist()}
     amplified = json.dumps({"items": [item] * 256, "quantiles": levels}).encode()
     octet = "Application/Octet-Stream"
+    tied = rng.integers(0, 9, (1000, 10))
+    ksg_batch = json.dumps({"method": "ksg", "items": [{"x": tied[:, :5].tolist(), "y": tied[:, 5:].tolist()}] * 100})
+    tied = rng.integers(0, 9, (1562, 32))
+    past_deadline = json.dumps({"method": "ksg", "items": [{"x": tied.tolist(), "y": tied.tolist()}] * 20})
     return {
         "chunked 9 MiB, Content-Length 10": lambda: _raw(port, chunked_head, chunks),
         "npz bomb (256 MiB bool member)": lambda: _post(
@@ -209,7 +241,10 @@ def attacks(url: str, port: int, cap: int) -> dict:
         "batch 256 items x 20000 levels": lambda: _post(url, "/estimate/batch", amplified),
         "idle connection, no bytes": lambda: _closed_after(port, b"", b""),
         "headers trickled, a line per 0.5 s": lambda: _closed_after(port, SLOW_HEAD, b"X-Slow: 1\r\n"),
-        "body trickled after its head": lambda: _closed_after(port, SLOW_BODY, b"1"),
+        "body trickled after its head": lambda: _closed_after(port, SLOW_BODY, b"1", wait_s=35.0),
+        "ksg batch (~6 s), client leaves at 1 s": lambda: _cpu_after_leaving(port, pid, ksg_batch.encode()),
+        "ksg batch of 20 x 1562x(32+32)": lambda: _post(url, "/estimate/batch", past_deadline.encode()),
+        "small request behind 2 heavy batches": lambda: _small_behind_heavy(url, ksg_batch.encode()),
         "64 held bodies, then 4 at the cap": lambda: _held_then_burst(url, port, 64, cap),
         "ksg n=20000, d=32+32 (npz)": lambda: _post(
             url, "/estimate/npz?method=ksg", _npz(x=big_x, y=big_x), "application/octet-stream"
@@ -238,7 +273,7 @@ def main() -> None:
     rows = []
     print(f"{'attack':38s} {'status':>6s} {'seconds':>8s} {'RSS +MB':>8s} {'live max s':>10s}")
     try:
-        for name, attack in attacks(url, port, args.cap).items():
+        for name, attack in attacks(url, port, args.cap, server.pid).items():
             if any(word in name for word in args.skip):
                 continue
             with Watch(server.pid, url) as w:

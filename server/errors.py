@@ -38,6 +38,10 @@ class DeadlineExceeded(Exception):  # noqa: N818 (the name says it)
     """The work did not finish within the request deadline: answered 504."""
 
 
+class ClientGone(Exception):  # noqa: N818 (a state, not an error)
+    """The client closed its connection before the answer: the work stops, the answer (499) reaches no one."""
+
+
 class NotReady(Exception):  # noqa: N818 (a state, not an error)
     """The model is still loading."""
 
@@ -75,6 +79,10 @@ async def on_deadline(request: Request, err: DeadlineExceeded) -> JSONResponse:
     return problem(504, "Deadline exceeded", "the estimate ran past the request deadline (MIST_DEADLINE_S)")
 
 
+async def on_client_gone(request: Request, err: ClientGone) -> JSONResponse:
+    return problem(499, "Client closed request", "the client left before the answer; the work was stopped")
+
+
 async def on_not_ready(request: Request, err: NotReady) -> JSONResponse:
     return problem(503, "Not ready", "model not loaded yet", headers={"Retry-After": "2"})
 
@@ -89,6 +97,7 @@ HANDLERS = {
     HTTPException: on_http_error,
     Busy: on_busy,
     DeadlineExceeded: on_deadline,
+    ClientGone: on_client_gone,
     NotReady: on_not_ready,
     Exception: on_unexpected,
 }

@@ -4,10 +4,11 @@ work, and time."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from server.errors import Busy, DeadlineExceeded, problem
+from server.errors import Busy, ClientGone, DeadlineExceeded, problem
 
 
 class BodyLimit:
@@ -84,41 +85,54 @@ def _replay(body: bytes, receive):
 
 
 class Admission:
-    """At most ``slots`` estimates run at once (each in a worker thread). A request waits for a slot, at most
-    ``max_waiting`` of them at a time and within its deadline; past either it is refused with 503 (retry later).
-    A request whose work runs past ``deadline_s`` (counted from arrival) is answered 504.
+    """Runs estimates in worker threads, at most ``slots`` at once, plus one lane kept for light work (estimated
+    cost ≤ ``light_cost_s``), so a small request is not starved behind heavy batches. A request waits for a slot,
+    at most ``max_waiting`` of them at a time and within its deadline; past either it is refused with 503 (retry
+    later). Work that runs past ``deadline_s`` (counted from ``arrived``) is answered 504.
 
-    A thread cannot be interrupted: work past its deadline (or whose client left) finishes in the background and
-    only then frees its slot, so memory and CPU stay bounded by ``slots`` whatever clients do; a waiting request
-    holds only its raw body."""
+    ``cancel`` is set when the client leaves: a request not yet started is then never started (:class:`ClientGone`),
+    and work checks it between batch items. A thread cannot be interrupted: work past its deadline finishes in the
+    background and only then frees its slot, so CPU and memory stay bounded by the slots whatever clients do."""
 
-    def __init__(self, slots: int, deadline_s: float, max_waiting: int = 16):
-        self.slots, self.deadline_s, self.max_waiting = slots, deadline_s, max_waiting
-        self._free = asyncio.Semaphore(slots)
+    def __init__(self, slots: int, deadline_s: float, max_waiting: int = 16, light_cost_s: float = 0.5):
+        self.slots, self.deadline_s, self.max_waiting, self.light_cost_s = slots, deadline_s, max_waiting, light_cost_s
+        self._heavy, self._light = asyncio.Semaphore(slots), asyncio.Semaphore(1)
         self._waiting = 0
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def remaining_s(self, arrived: float) -> float:
+        return self.deadline_s - (asyncio.get_running_loop().time() - arrived)
+
+    async def _acquire(self, cost: float, arrived: float) -> asyncio.Semaphore:
+        lane = self._light if cost <= self.light_cost_s and self._heavy.locked() else self._heavy
+        if not lane.locked():
+            await lane.acquire()
+            return lane
+        if self._waiting >= self.max_waiting:
+            raise Busy
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(lane.acquire(), max(self.remaining_s(arrived), 0.0))
+        except TimeoutError:
+            raise Busy from None
+        finally:
+            self._waiting -= 1
+        return lane
+
+    async def run(self, fn: Callable[..., Any], *args: Any, cost: float = 0.0, arrived: float | None = None,
+                  cancel: threading.Event | None = None) -> Any:  # fmt: skip
         loop = asyncio.get_running_loop()
-        arrived = loop.time()
-        if self._free.locked():
-            if self._waiting >= self.max_waiting:
-                raise Busy
-            self._waiting += 1
-            try:
-                await asyncio.wait_for(self._free.acquire(), self.deadline_s)
-            except TimeoutError:
-                raise Busy from None
-            finally:
-                self._waiting -= 1
-        else:
-            await self._free.acquire()
+        arrived = loop.time() if arrived is None else arrived
+        lane = await self._acquire(cost, arrived)
+        if cancel is not None and cancel.is_set():
+            lane.release()
+            raise ClientGone
         try:
             future = loop.run_in_executor(None, fn, *args)
         except BaseException:
-            self._free.release()
+            lane.release()
             raise
-        future.add_done_callback(lambda _: self._free.release())
+        future.add_done_callback(lambda _: lane.release())
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.deadline_s - (loop.time() - arrived))
+            return await asyncio.wait_for(asyncio.shield(future), self.remaining_s(arrived))
         except TimeoutError:
             raise DeadlineExceeded from None

@@ -7,6 +7,7 @@ included. A body parsed in another process costs the server only the copy of its
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import multiprocessing
@@ -43,13 +44,13 @@ class Parsers:
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
             return self._pool
 
-    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` in a worker process; its exceptions are raised here."""
+    async def parse(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a worker process, awaited without holding a thread; its exceptions are raised here."""
         if self.workers == 0:
-            return fn(*args)
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         pool = self._current()
         try:
-            return pool.submit(fn, *args).result()
+            return await asyncio.wrap_future(pool.submit(fn, *args))
         except BrokenProcessPool:
             with self._lock:
                 if self._pool is pool:

@@ -3,18 +3,21 @@ admission slot) parse to numpy → :meth:`Estimator.estimate` → response model
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
+from model.cost import estimate_seconds
 from model.estimator import Estimate, Estimator
 from model.validation import InputError
 from server import errors, parsing
-from server.offload import Parsers
 from server.schemas import BatchRequest, BatchResponse, BatchResult, EstimateRequest, EstimateResponse, Method
 
 router = APIRouter()
@@ -55,23 +58,20 @@ def _response(est: Estimate, seconds: float) -> EstimateResponse:
     )  # fmt: skip
 
 
-def _estimate(parsers: Parsers, parse, args: tuple, available: Models) -> EstimateResponse:
-    """In a worker thread: parse (in a worker process), then estimate."""
-    start = time.perf_counter()
-    call = parsers.run(parse, *args)
-    opts = call.options
-    result = available.pick(opts.model).estimate(call.x, call.y, opts.quantiles, opts.method)
+def _estimate(call: parsing.Call, est: Estimator, cancel: threading.Event) -> EstimateResponse:
+    """In a worker thread, within an admission slot."""
+    start, opts = time.perf_counter(), call.options
+    result = est.estimate(call.x, call.y, opts.quantiles, opts.method)
     return _response(result, time.perf_counter() - start)
 
 
-def _batch(parsers: Parsers, body: bytes, available: Models, max_items: int, max_numbers: int) -> BatchResponse:
-    start = time.perf_counter()
-    call = parsers.run(parsing.batch_call, body, max_items, max_numbers)
-    opts = call.options
-    est = available.pick(opts.model)
+def _batch(call: parsing.BatchCall, est: Estimator, cancel: threading.Event) -> BatchResponse:
+    start, opts = time.perf_counter(), call.options
     est.check_request(opts.quantiles, opts.method)  # a bad level or method fails the batch once, not every item
     results = []
     for item in call.items:
+        if cancel.is_set():
+            raise errors.ClientGone
         try:
             if isinstance(item, InputError):
                 raise item
@@ -80,6 +80,47 @@ def _batch(parsers: Parsers, body: bytes, available: Models, max_items: int, max
         except InputError as err:
             results.append(BatchResult(ok=False, error=errors.input_error_body(err)))
     return BatchResponse(results=results, seconds=time.perf_counter() - start)
+
+
+def _cost(call: parsing.Call | parsing.BatchCall) -> tuple[float, str]:
+    """Estimated seconds of work (:func:`model.cost.estimate_seconds`) and the field a refusal names."""
+    method = call.options.method
+    if isinstance(call, parsing.Call):
+        return estimate_seconds(method, *_shape(call.x, call.y)), "x"
+    pairs = [p for p in call.items if isinstance(p, tuple)]
+    return sum(estimate_seconds(method, *_shape(x, y)) for x, y in pairs), "items"
+
+
+def _shape(x: np.ndarray, y: np.ndarray) -> tuple[int, int, int]:
+    return len(x), (x.shape[1] if x.ndim == 2 else 1), (y.shape[1] if y.ndim == 2 else 1)
+
+
+async def _until_disconnect(request: Request, cancel: threading.Event) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    cancel.set()
+
+
+async def _admit(request: Request, available: Models, parse, args: tuple, work):
+    """Parse in a worker process, refuse at once what cannot finish before the deadline, then ``work`` within an
+    admission slot; a client that leaves stops it (between batch items) or keeps it from starting."""
+    state = request.app.state
+    admission, arrived = state.admission, asyncio.get_running_loop().time()
+    try:
+        call = await asyncio.wait_for(state.parsers.parse(parse, *args), admission.remaining_s(arrived))
+    except TimeoutError:
+        raise errors.DeadlineExceeded from None
+    est = available.pick(call.options.model)
+    cost, field = _cost(call)
+    if cost > admission.deadline_s:
+        raise InputError(field, f"{call.options.method} would need about {cost:.0f} s here, past the "
+                         f"{admission.deadline_s:g} s deadline: split the work, subsample, or use mist")  # fmt: skip
+    cancel = threading.Event()
+    watcher = asyncio.create_task(_until_disconnect(request, cancel))
+    try:
+        return await admission.run(work, call, est, cancel, cost=cost, arrived=arrived, cancel=cancel)
+    finally:
+        watcher.cancel()
 
 
 JSON_BODY = {
@@ -106,18 +147,15 @@ def _body_doc(model) -> dict:
 @router.post("/estimate", response_model=EstimateResponse, responses=PROBLEMS, openapi_extra=_body_doc(EstimateRequest))
 async def estimate(request: Request, available: ModelsDep) -> EstimateResponse:
     """Estimate I(X; Y): the body is an :class:`EstimateRequest` (rows of numbers)."""
-    body = await request.body()
-    return await request.app.state.admission.run(_estimate, request.app.state.parsers, parsing.estimate_call,
-                                                 (body,), available)  # fmt: skip
+    return await _admit(request, available, parsing.estimate_call, (await request.body(),), _estimate)
 
 
 @router.post("/estimate/batch", response_model=BatchResponse, responses=PROBLEMS, openapi_extra=_body_doc(BatchRequest))
 async def estimate_batch(request: Request, available: ModelsDep) -> BatchResponse:
     """Many samples in one request; each item is answered (or refused) on its own."""
     settings = request.app.state.settings
-    body = await request.body()
-    return await request.app.state.admission.run(_batch, request.app.state.parsers, body, available,
-                                                 settings.max_batch_items, settings.max_batch_numbers)  # fmt: skip
+    args = (await request.body(), settings.max_batch_items, settings.max_batch_numbers)
+    return await _admit(request, available, parsing.batch_call, args, _batch)
 
 
 NPZ_SCHEMA = {"type": "string", "format": "binary", "description": "an .npz file holding arrays x (n × dx), y (n × dy)"}
@@ -134,8 +172,7 @@ async def estimate_npz(
 ) -> EstimateResponse:
     """Binary upload: the body is an ``.npz`` file holding arrays ``x`` and ``y``."""
     args = (await request.body(), available.pick(model).limits, quantiles, method, model)
-    return await request.app.state.admission.run(_estimate, request.app.state.parsers, parsing.npz_call, args,
-                                                 available)  # fmt: skip
+    return await _admit(request, available, parsing.npz_call, args, _estimate)
 
 
 @router.get("/health/live")

@@ -42,6 +42,20 @@ def heldout_meta() -> MetaConfig:
     return parse_config(read_config_file(HELDOUT_META))
 
 
+def server_cpu_seconds(port: int) -> float:
+    """User + system CPU seconds of the ``mist serve`` process listening on ``port`` (Linux /proc)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                if b"serve" in cmdline and str(port).encode() in cmdline:
+                    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                continue
+    raise LookupError(f"no mist serve on port {port}")
+
+
 @contextmanager
 def live_server(env: dict[str, str] | None = None) -> Iterator[int]:
     """A real ``mist serve`` (uvicorn) on a free loopback port, ready when entered; yields the port."""

@@ -19,9 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
+from server.errors import ClientGone
 from server.limits import Admission, Busy, DeadlineExceeded
 from server.settings import Settings
-from tests.conftest import live_server
+from tests.conftest import live_server, server_cpu_seconds
 
 NPZ = {"content-type": "application/octet-stream"}
 
@@ -148,10 +149,54 @@ def test_ksg_work_budget_names_the_method(client):
     assert r.status_code == 422 and r.json()["field"] == "method" and "n·(dx+dy)" in r.json()["detail"]
 
 
+HEAVY = 10.0  # estimated seconds: past Admission.light_cost_s
+
+
+def test_light_work_has_a_lane_while_heavy_work_fills_the_slots():
+    async def scenario() -> float:
+        gate = Admission(slots=1, deadline_s=5.0, max_waiting=4)
+        heavy = [asyncio.ensure_future(gate.run(time.sleep, 0.8, cost=HEAVY)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        await gate.run(time.sleep, 0.01, cost=0.01)
+        waited = time.perf_counter() - start
+        await asyncio.gather(*heavy)
+        return waited
+
+    assert asyncio.run(scenario()) < 0.5  # not behind the 1.6 s of heavy work
+
+
+def test_a_request_whose_client_left_is_never_started():
+    async def scenario() -> list[str]:
+        gate = Admission(slots=1, deadline_s=5.0, max_waiting=4)
+        started = []
+        running = asyncio.ensure_future(gate.run(time.sleep, 0.3, cost=HEAVY))
+        await asyncio.sleep(0.05)
+        left = threading.Event()
+        queued = asyncio.ensure_future(gate.run(started.append, "queued", cost=HEAVY, cancel=left))
+        await asyncio.sleep(0.05)
+        left.set()  # the client hangs up while its request waits for a slot
+        await running
+        with pytest.raises(ClientGone):
+            await queued
+        return started
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_a_batch_past_the_deadline_is_refused_before_any_work(client):
+    x = np.random.default_rng(0).integers(0, 9, (1562, 32))  # each item inside the KSG budget (1562 × 64 cells)
+    items = [{"x": x.tolist(), "y": x.tolist()}] * 20  # 41 such items once ran 29 s of CPU, then answered 504
+    start = time.perf_counter()
+    r = client.post("/estimate/batch", json={"items": items, "method": "ksg"})
+    assert r.status_code == 422 and r.json()["field"] == "items" and "deadline" in r.json()["detail"], r.text
+    assert time.perf_counter() - start < 10  # refused on its predicted cost, not after running
+
+
 def test_admission_waits_for_a_slot_within_bounds():
     async def scenario() -> list[str]:
         gate = Admission(slots=1, deadline_s=2.0, max_waiting=1)
-        runs = [asyncio.ensure_future(gate.run(time.sleep, 0.2)) for _ in range(3)]
+        runs = [asyncio.ensure_future(gate.run(time.sleep, 0.2, cost=HEAVY)) for _ in range(3)]
         outcomes = []
         for run in runs:
             try:
@@ -167,10 +212,10 @@ def test_admission_waits_for_a_slot_within_bounds():
 def test_admission_refuses_when_full_and_answers_deadlines():
     async def scenario() -> tuple[str, str]:
         gate = Admission(slots=1, deadline_s=0.3, max_waiting=0)
-        slow = asyncio.ensure_future(gate.run(time.sleep, 0.6))
+        slow = asyncio.ensure_future(gate.run(time.sleep, 0.6, cost=HEAVY))
         await asyncio.sleep(0.05)
         try:
-            await gate.run(time.sleep, 0.0)
+            await gate.run(time.sleep, 0.0, cost=HEAVY)
             second = "ran"
         except Busy:
             second = "busy"
@@ -187,10 +232,10 @@ def test_admission_refuses_when_full_and_answers_deadlines():
 def test_busy_and_deadline_are_503_and_504(client, monkeypatch):
     admission = client.app.state.admission
 
-    async def busy(*_):
+    async def busy(*_, **__):
         raise Busy
 
-    async def late(*_):
+    async def late(*_, **__):
         raise DeadlineExceeded
 
     body = {"x": list(range(20)), "y": list(range(20))}
@@ -295,6 +340,19 @@ def test_chunked_body_cannot_bypass_the_cap(live_port, declared):
             + b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
     status = _raw_status(live_port, head, _chunked(9 * 1024 * 1024))
     assert status in (400, 413), status  # refused (413), or the framing itself rejected (400): never parsed
+
+
+def test_a_batch_stops_soon_after_its_client_leaves(live_port):
+    x = np.random.default_rng(1).integers(0, 9, (1000, 10))
+    items = [{"x": x[:, :5].tolist(), "y": x[:, 5:].tolist()}] * 100  # about 6 s of KSG work
+    body = json.dumps({"items": items, "method": "ksg"}).encode()
+    head = b"POST /estimate/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", live_port)) as s:
+        s.sendall(head % len(body) + body)
+        time.sleep(1.5)
+    left = server_cpu_seconds(live_port)  # the client has gone: the server may finish its current item
+    time.sleep(2.5)
+    assert server_cpu_seconds(live_port) - left < 1.0
 
 
 def test_liveness_stays_fast_while_a_large_body_is_parsed(live_port):

@@ -8,7 +8,7 @@ TORCH_INDEX ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup test serve lint bench clean
+.PHONY: setup test test-fast serve lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest
+
+# For development: everything but the tests marked slow (scipy-oracle quadratures, training, the README run).
+test-fast: lint
+	$(PY) -m pytest -m "not slow"
 
 serve: setup
 	$(VENV)/bin/mist serve --host $(HOST) --port $(PORT)

@@ -224,7 +224,7 @@ def attacks(url: str, port: int, cap: int, pid: int) -> dict:
     tied = rng.integers(0, 9, (1000, 10))
     ksg_batch = json.dumps({"method": "ksg", "items": [{"x": tied[:, :5].tolist(), "y": tied[:, 5:].tolist()}] * 100})
     tied = rng.integers(0, 9, (1562, 32))
-    past_deadline = json.dumps({"method": "ksg", "items": [{"x": tied.tolist(), "y": tied.tolist()}] * 20})
+    past_deadline = json.dumps({"method": "ksg", "items": [{"x": tied.tolist(), "y": tied.tolist()}] * 30})
     return {
         "chunked 9 MiB, Content-Length 10": lambda: _raw(port, chunked_head, chunks),
         "npz bomb (256 MiB bool member)": lambda: _post(
@@ -243,7 +243,7 @@ def attacks(url: str, port: int, cap: int, pid: int) -> dict:
         "headers trickled, a line per 0.5 s": lambda: _closed_after(port, SLOW_HEAD, b"X-Slow: 1\r\n"),
         "body trickled after its head": lambda: _closed_after(port, SLOW_BODY, b"1", wait_s=35.0),
         "ksg batch (~6 s), client leaves at 1 s": lambda: _cpu_after_leaving(port, pid, ksg_batch.encode()),
-        "ksg batch of 20 x 1562x(32+32)": lambda: _post(url, "/estimate/batch", past_deadline.encode()),
+        "ksg batch of 30 x 1562x(32+32)": lambda: _post(url, "/estimate/batch", past_deadline.encode()),
         "small request behind 2 heavy batches": lambda: _small_behind_heavy(url, ksg_batch.encode()),
         "64 held bodies, then 4 at the cap": lambda: _held_then_burst(url, port, 64, cap),
         "ksg n=20000, d=32+32 (npz)": lambda: _post(

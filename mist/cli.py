@@ -22,8 +22,9 @@ def _generate(args: argparse.Namespace) -> int:
     from metadata_gen.config import load_config
     from metadata_gen.shards import ShardReader, write_shards
     from metadata_gen.summary import family_table, mi_histogram
+    from model.assets import resolve
 
-    config = load_config(args.config)
+    config = load_config(resolve(args.config))
     if args.tasks < 1:
         raise UserError("--tasks must be >= 1")
     if args.num_shards < 1 or not 0 <= args.shard_index < args.num_shards:
@@ -218,6 +219,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from model.assets import DEFAULT_CHECKPOINT, DEFAULT_META
     from model.validation import METHODS
 
     parser = argparse.ArgumentParser(prog="mist", description="Amortized mutual-information estimation.")
@@ -258,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--x", help="X alone: .npy, .csv or a one-array .npz")
     a.add_argument("--y", help="Y alone")
     a.add_argument("--out", required=True, help="directory for flows, configs, checkpoint and evaluation")
-    a.add_argument("--base-meta", default="configs/meta/default.toml", help="meta-distribution drawn before the flows")
-    a.add_argument("--init", default="checkpoints/mist-default.pt", help="checkpoint to fine-tune")
+    a.add_argument(
+        "--base-meta", default=DEFAULT_META, help="meta-distribution drawn before the flows (default: shipped)"
+    )
+    a.add_argument("--init", default=DEFAULT_CHECKPOINT, help="checkpoint to fine-tune (default: the shipped one)")
     a.add_argument("--minutes", type=float, default=10.0, help="fine-tuning budget (wall clock)")
     a.add_argument("--steps", type=int, default=100_000, help="fine-tuning step cap")
     a.add_argument("--flow-epochs", type=int, default=200, help="cap on flow epochs (early stopping decides)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from model import baselines
+from model.assets import DEFAULT_CHECKPOINT, resolve
 from model.validation import (
     DEFAULT_QUANTILES,
     InputError,
@@ -28,7 +29,6 @@ from model.validation import (
     validate_quantiles,
 )
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "mist-default.pt"
 LN2 = float(np.log(2.0))
 
 
@@ -78,7 +78,8 @@ def estimate_baseline(x, y, method: str, limits: Limits = Limits()) -> Estimate:
 
 
 def default_checkpoint_path() -> Path:
-    return Path(os.environ.get("MIST_CHECKPOINT", DEFAULT_CHECKPOINT))
+    """``MIST_CHECKPOINT`` if set, else the shipped checkpoint."""
+    return resolve(os.environ.get("MIST_CHECKPOINT", DEFAULT_CHECKPOINT))
 
 
 class Estimator:
@@ -103,7 +104,7 @@ class Estimator:
     def load(cls, path: str | Path | None = None, limits: Limits = Limits()) -> Estimator:
         from model.checkpoint import load_checkpoint
 
-        return cls(load_checkpoint(path or default_checkpoint_path()), limits)
+        return cls(load_checkpoint(resolve(path) if path else default_checkpoint_path()), limits)
 
     def grid_quantiles(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The network's quantiles on its grid for one validated pair (float32 into the network)."""

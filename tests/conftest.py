@@ -76,3 +76,11 @@ def live_server(env: dict[str, str] | None = None) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def paired_tensors(n: int = 64, dx: int = 3, dy: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of two dependent (x, y) samples as the network takes them."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, n, dx, generator=g)
+    y = x[..., :1].repeat(1, 1, dy) * 0.7 + torch.randn(2, n, dy, generator=g)
+    return x, y

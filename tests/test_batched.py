@@ -57,6 +57,7 @@ def test_functional_truth_linear_link_is_the_gaussian_closed_form(sigma):
     assert mi == pytest.approx(0.5 * np.log1p(1 / sigma**2), abs=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("coef", "sigma", "radius_dims", "freq"), [
     ([1.0, 0.7, 0.2, 0.5], 0.2, 0, 1.5),  # smooth, non-monotone
     ([1.5, 0.1, 0.1, 0.0], 0.1, 0, 5.0),  # periodic

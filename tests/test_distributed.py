@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_ranks_keep_identical_weights(tmp_path: Path):
     config = tmp_path / "ddp.json"
     config.write_text(

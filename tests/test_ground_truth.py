@@ -116,6 +116,7 @@ def test_mixture_monte_carlo_agrees_with_independent_scipy_run(family, shape):
     assert abs(mean - mi) < 4 * np.hypot(se, mi_se)
 
 
+@pytest.mark.slow
 def test_heteroscedastic_truth_matches_a_fine_grid_monte_carlo():
     """Independent: pointwise MI at Monte Carlo draws, p(y) summed on an 80 001-node U grid in numpy."""
     from metadata_gen.config import FunctionalSpec

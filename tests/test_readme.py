@@ -29,6 +29,7 @@ def server_port():
         yield port
 
 
+@pytest.mark.slow
 def test_readme_blocks_run_as_written(tmp_path: Path, server_port: int):
     for name in ("configs", "examples", "checkpoints"):
         (tmp_path / name).symlink_to(ROOT / name)

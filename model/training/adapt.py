@@ -20,6 +20,7 @@ import numpy as np
 from metadata_gen.config import read_config_file
 from metadata_gen.fitted_flows import AdaptError, check_side, fit_flow, save_flow
 from metadata_gen.streams import ADAPT_OFFSET, ADAPT_TRAIN_SEED
+from model.assets import DEFAULT_CHECKPOINT, DEFAULT_META, resolve
 from model.checkpoint import export_for_serving, load_checkpoint
 from model.estimator import Estimator
 from model.training.evaluate import comparison_table, evaluate_many
@@ -44,8 +45,8 @@ def adapt(
     x: np.ndarray,
     y: np.ndarray,
     out: str | Path,
-    base_meta: str = "configs/meta/default.toml",
-    init: str = "checkpoints/mist-default.pt",
+    base_meta: str = DEFAULT_META,
+    init: str = DEFAULT_CHECKPOINT,
     minutes: float = 10.0,
     steps: int = 100_000,
     flow_epochs: int = 200,
@@ -66,9 +67,11 @@ def adapt(
         flow, report = fit_flow(data, side, max_epochs=flow_epochs, progress=progress)
         save_flow(flow, out / f"flow_{side}.pt")
         flows[side], fits[side] = str(out / f"flow_{side}.pt"), asdict(report)
-    meta = adapted_meta(read_config_file(base_meta), x.shape[1], y.shape[1], len(x), flows, f"adapted-{out.name}")
+    meta = adapted_meta(
+        read_config_file(resolve(base_meta)), x.shape[1], y.shape[1], len(x), flows, f"adapted-{out.name}"
+    )
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    start = load_checkpoint(init)
+    start = load_checkpoint(resolve(init))
     cfg = {**start["train_config"], "name": "mist-adapted", "out_dir": str(out / "run")}
     cfg["data"] = {**cfg["data"], "meta_config": str(out / "meta.json"), "seed": ADAPT_TRAIN_SEED}
     cfg["optim"] = {**cfg["optim"], "steps": steps, "max_minutes": minutes, "lr": 5e-4, "warmup": 20,

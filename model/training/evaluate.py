@@ -18,10 +18,10 @@ from metadata_gen.config import MetaConfig, load_config, parse_config, read_conf
 from metadata_gen.sampler import Task, draw_dims
 from metadata_gen.streams import QUALITY_HIGH_MI_OFFSET, QUALITY_INDEPENDENCE_OFFSET, SUITE_OFFSET, task_rng
 from model import baselines
+from model.assets import DEFAULT_META, HELDOUT_META, resolve, shipped
 from model.estimator import Estimator
 
-ROOT = Path(__file__).resolve().parents[2]
-SUITES = {"held-in": ROOT / "configs/meta/default.toml", "held-out": ROOT / "configs/meta/heldout.toml"}
+SUITES = {"held-in": shipped(DEFAULT_META), "held-out": shipped(HELDOUT_META)}
 N_BUCKETS = ((100, 500), (500, 2000), (2000, 5001))
 PRECISE = "n>=1000, MI<=3"  # the group of the quality bar's precision target
 
@@ -144,9 +144,9 @@ def load_suite(suite: str, tasks_per_bucket: int) -> list[Task]:
         return textbook_tasks(min(tasks_per_bucket, TEXTBOOK_SEEDS))
     if suite in SUITES:
         return suite_tasks(load_config(SUITES[suite]), tasks_per_bucket)
-    if not Path(suite).is_file():
+    if not resolve(suite).is_file():
         raise ValueError(f"unknown suite {suite!r}: use held-in, held-out, textbook or a meta-distribution config file")
-    meta = load_config(suite)
+    meta = load_config(resolve(suite))
     gen = BatchGenerator(meta, meta.seed + SUITE_OFFSET)
     per = meta.tasks_per_distribution  # one task per distribution
     return [t for b in gen.generate([k * per for k in range(tasks_per_bucket * len(N_BUCKETS))]) for t in b.tasks()]

@@ -26,6 +26,7 @@ from metadata_gen.batched import BatchGenerator
 from metadata_gen.config import ConfigError, MetaConfig, load_config, read_config_file
 from metadata_gen.sampler import draw_shape
 from metadata_gen.streams import TRAIN_SHAPE_OFFSET, task_rng
+from model.assets import DEFAULT_META, resolve
 from model.checkpoint import load_checkpoint, load_weights_widening_head, save_checkpoint
 from model.network import MISTNetwork, NetworkConfig
 from model.package_version import package_version
@@ -36,7 +37,7 @@ class _Strict(BaseModel):
 
 
 class DataSection(_Strict):
-    meta_config: str = "configs/meta/default.toml"
+    meta_config: str = DEFAULT_META
     cells_per_batch: int = Field(65536, ge=256, description="batch size B is chosen so that B·n·(dx+dy) ≈ this")
     max_batch: int = Field(64, ge=1)
     workers: int = Field(1, ge=0)
@@ -71,7 +72,7 @@ class TrainConfig(_Strict):
 def load_train_config(path: str | Path, steps: int | None = None, out_dir: str | None = None) -> TrainConfig:
     """Read and validate a training config; ``steps`` and ``out_dir`` override the file's values (and are
     validated like them)."""
-    data = read_config_file(path)
+    data = read_config_file(resolve(path))
     if out_dir is not None:
         data["out_dir"] = out_dir
     if steps is not None:
@@ -147,6 +148,27 @@ def trainable_parameters(net: MISTNetwork, trainable: Trainable) -> list[torch.n
     return list(net.head.parameters())
 
 
+def optimizer_groups(net: MISTNetwork, params: list[torch.nn.Parameter], weight_decay: float) -> list[dict]:
+    """AdamW groups: weight matrices decay; biases, LayerNorm scales and the learned point sets (inducing points,
+    the pooling seed) do not, since pulling those toward 0 is no prior anyone wants."""
+    wanted = {id(p) for p in params}
+    decay, keep = [], []
+    for name, p in net.named_parameters():
+        if id(p) in wanted:
+            (decay if p.ndim >= 2 and not name.endswith(("points", "pool_seed")) else keep).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def _bar_total(step: int, first_step: int, cfg: OptimSection, elapsed_s: float) -> int:
+    """The step at which the job will stop: ``steps``, or sooner when ``max_minutes`` runs out at the pace of this
+    run so far (``first_step`` is where it started)."""
+    done = step - first_step
+    if not cfg.max_minutes or done == 0:
+        return cfg.steps
+    left_s = max(60 * cfg.max_minutes - elapsed_s, 0.0)
+    return min(cfg.steps, step + int(left_s * done / max(elapsed_s, 1e-9)))
+
+
 def _setup_distributed() -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -169,21 +191,24 @@ def fit(
 ) -> tuple[MISTNetwork, Path]:
     """:func:`train`, also returning this rank's trained network (under DDP, every rank has its own copy)."""
     rank, world, device = _setup_distributed()
-    meta = load_config(cfg.data.meta_config)
+    meta = load_config(resolve(cfg.data.meta_config))
     out = Path(cfg.out_dir)
     last = out / "last.pt"
     torch.manual_seed(cfg.data.seed)
     net = MISTNetwork(cfg.model).to(device)
     params = trainable_parameters(net, cfg.optim.trainable)
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt = torch.optim.AdamW(optimizer_groups(net, params, cfg.optim.weight_decay), lr=cfg.optim.lr)
     step, history, init_from = 0, [], None
     if resume and last.exists():
         ckpt = load_checkpoint(last, device)
         net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        if len(ckpt["optimizer"]["param_groups"]) == len(opt.param_groups):
+            opt.load_state_dict(ckpt["optimizer"])
+        else:  # a run from before the decay groups: its moments do not map onto them
+            print(f"resume: {last} has {len(ckpt['optimizer']['param_groups'])} optimizer groups; moments restart")
         step, history, init_from = ckpt["step"], list(ckpt.get("history", [])), ckpt.get("init_from")
     elif init:
-        start = load_checkpoint(init, device)
+        start = load_checkpoint(resolve(init), device)
         load_weights_widening_head(net, start["model"])
         init_from = lineage(start)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
@@ -201,7 +226,7 @@ def fit(
     )
     use_amp = device.type == "cuda"
     bar = tqdm(total=cfg.optim.steps, initial=step, desc="train", disable=not progress or rank != 0)
-    started, seen, window, waited, skipped = time.perf_counter(), 0, [], 0.0, 0
+    started, seen, window, waited, skipped, first_step = time.perf_counter(), 0, [], 0.0, 0, step
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     log = open(out / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
@@ -226,13 +251,15 @@ def fit(
         else:  # one bad batch must not poison the weights: skip it and count it
             skipped += 1
         step += 1
-        seen += len(mi) * world
+        seen += len(mi)
         if torch.isfinite(loss):
             window.append(loss.item())
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.optim.steps:
-            rate = seen / (time.perf_counter() - started)
             elapsed = time.perf_counter() - started
+            rate = _all_ranks(seen, world, device) / elapsed  # ranks may draw batches of different sizes
+            bar.total = _bar_total(step, first_step, cfg.optim, elapsed)
+            bar.refresh()
             record = {"step": step, "loss": float(np.mean(window)), "lr": _lr_at(step, cfg.optim, elapsed),
                       "datasets_per_s": rate, "elapsed_s": elapsed, "data_wait_fraction": waited / elapsed,
                       "skipped_steps": skipped}  # fmt: skip
@@ -251,6 +278,14 @@ def fit(
     if world > 1:
         dist.barrier()
     return net, last
+
+
+def _all_ranks(count: int, world: int, device: torch.device) -> int:
+    if world == 1:
+        return count
+    total = torch.tensor([count], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def lineage(ckpt: dict) -> dict:

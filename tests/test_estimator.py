@@ -1,0 +1,162 @@
+"""The Python estimator and the CLI on the shipped checkpoint; the baselines."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import baselines
+from model.estimator import Estimator
+from model.validation import InputError
+from tests.conftest import ROOT
+
+
+def test_baselines_on_gaussian_with_known_mi():
+    rng = np.random.default_rng(0)
+    rho = 0.8
+    x = rng.standard_normal((4000, 1))
+    y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((4000, 1))
+    truth = -0.5 * np.log(1 - rho**2)
+    assert baselines.gaussian(x, y) == pytest.approx(truth, abs=0.03)
+    assert baselines.gaussian_copula(np.exp(x), y**3) == pytest.approx(truth, abs=0.04)
+    assert baselines.ksg(x, y) == pytest.approx(truth, abs=0.05)
+    ind = rng.standard_normal((4000, 2))
+    assert baselines.ksg(ind[:, :1], ind[:, 1:]) < 0.03
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Estimator:
+    return Estimator.load()
+
+
+def test_shipped_checkpoint_gives_sane_estimate(shipped):
+    rng = np.random.default_rng(1)
+    rho = 0.7
+    x = rng.standard_normal((1000, 2))
+    y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((1000, 2))
+    truth = -np.log(1 - rho**2)  # two independent pairs
+    est = shipped.estimate(x, y)
+    lo, hi = est.interval_90
+    assert lo <= truth <= hi
+    assert est.n == 1000 and est.dx == 2 and est.dy == 2 and est.version
+    assert shipped.estimate(x, y, method="ksg").median == pytest.approx(truth, abs=0.15)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "kwargs", "field"),
+    [
+        (np.zeros((20, 2)), np.zeros((21, 1)), {}, "y"),
+        (np.zeros((5, 1)), np.zeros((5, 1)), {}, "x"),
+        (np.full((20, 1), np.nan), np.zeros((20, 1)), {}, "x"),
+        (np.zeros((20, 70)), np.zeros((20, 1)), {}, "x"),
+        ([[1, 2], [3]], np.zeros((2, 1)), {}, "x"),
+        (np.zeros((20, 1)), np.zeros((20, 1)), {"quantiles": [1.5]}, "quantiles"),
+        (np.zeros((20, 1)), np.zeros((20, 1)), {"method": "magic"}, "method"),
+        (np.zeros((20, 1)), np.zeros((20, 1)), {"method": "ksg", "quantiles": [0.5]}, "quantiles"),
+        (
+            np.zeros((20, 1)),
+            np.zeros((20, 1)),
+            {"quantiles": [0.5] + [0.03 + i / 200 for i in range(100)]},
+            "quantiles",
+        ),
+        (np.zeros((0, 1)), np.zeros((0, 1)), {}, "x"),
+    ],
+)
+def test_bad_input_names_the_field(shipped, x, y, kwargs, field):
+    with pytest.raises(InputError) as info:
+        shipped.estimate(x, y, **kwargs)
+    assert info.value.field == field
+    copy = pickle.loads(pickle.dumps(info.value))  # crosses the server's parsing processes intact
+    assert (copy.field, copy.message, str(copy)) == (field, info.value.message, str(info.value))
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["train", "--config", "configs/train/tiny.toml", "--steps", "0"], "optim.steps"),
+        (["evaluate", "--tasks-per-bucket", "0"], "--tasks-per-bucket"),
+        (["evaluate", "--check-tasks", "-1"], "--check-tasks"),
+    ],
+)
+def test_cli_bad_flags_name_the_flag(argv, named, capsys, monkeypatch):
+    from mist.cli import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and named in err and "Traceback" not in err
+
+
+def test_constant_side_gives_exactly_zero(shipped):
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((200, 2))
+    for x in (np.full((200, 1), 3.0), np.ones((200, 3))):
+        est = shipped.estimate(x, y)
+        assert est.median == 0.0 and est.interval_90 == (0.0, 0.0)
+    x = np.hstack([y[:, :1] + 0.1 * rng.standard_normal((200, 1)), np.ones((200, 1))])
+    with_constant, without = shipped.estimate(x, y), shipped.estimate(x[:, :1], y)
+    assert with_constant.median == pytest.approx(without.median)  # a constant column is dropped, not read
+
+
+def test_shipped_checkpoint_is_honest_when_n_is_close_to_the_dimension(shipped):
+    """Every API shape is answered; with few samples for many dims the interval is wide and holds the truth 0."""
+    rng = np.random.default_rng(3)
+    for n, d in ((10, 1), (40, 16), (30, 16), (10, 64), (129, 64)):
+        est = shipped.estimate(rng.standard_normal((n, d)), rng.standard_normal((n, d)))
+        assert est.interval_90[0] == 0.0, (n, d, est.interval_90)
+        assert np.isfinite(est.median) and est.interval_90[1] >= est.median >= 0.0
+    with pytest.raises(InputError, match="at most 64") as info:
+        shipped.estimate(rng.standard_normal((1000, 65)), rng.standard_normal((1000, 2)))
+    assert info.value.field == "x"
+
+
+def test_serving_imports_no_training_or_generation_module():
+    import subprocess
+    import sys
+
+    code = ("import sys, server.main; print(sorted({m.split('.')[0] + ('.training' if '.training' in m else '')"
+            " for m in sys.modules}))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    # (tqdm is not checked here: torch itself imports it when installed; lint-imports checks our own imports)
+    for name in ("metadata_gen", "model.training", "normflows", "matplotlib"):
+        assert f"'{name}'" not in loaded, name
+
+
+def test_cli_estimate_reads_the_service_npz_csv_with_header_and_names_bad_files(tmp_path: Path, capsys):
+    from mist.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 2))
+    y = x + rng.standard_normal((300, 2))
+    np.savez(tmp_path / "xy.npz", x=x, y=y)
+    assert main(["estimate", str(tmp_path / "xy.npz"), "--method", "gaussian", "--json"]) == 0
+    from_npz = json.loads(capsys.readouterr().out)["median"]
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",", header="a,b", comments="")
+    np.savetxt(tmp_path / "y.csv", y, delimiter=",")
+    assert main(["estimate", "--x", str(tmp_path / "x.csv"), "--y", str(tmp_path / "y.csv"), "--method", "gaussian",
+                 "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["median"] == pytest.approx(from_npz, rel=1e-5)
+    (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
+    assert main(["estimate", "--x", str(tmp_path / "bad.csv"), "--y", str(tmp_path / "y.csv")]) == 2
+    assert "bad.csv" in capsys.readouterr().err
+    assert main(["estimate"]) == 2
+    assert "DATA" in capsys.readouterr().err
+
+
+def test_ksg_is_invariant_to_row_and_column_order_on_tied_data():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, (3000, 2)).astype(float)  # heavy ties, as in the probe that found 4.6e-3 nats
+    y = np.round(x[:, :1] + rng.standard_normal((3000, 1)), 1)
+    rows, cols = rng.permutation(3000), [1, 0]
+    base = baselines.ksg(x, y)
+    assert baselines.ksg(x[rows], y[rows]) == pytest.approx(base, abs=1e-12)
+    assert baselines.ksg(x[:, cols], y) == pytest.approx(base, abs=1e-12)
+    assert baselines.ksg(y, x) == pytest.approx(base, abs=1e-12)
+    jx, jy = baselines.value_keyed_jitter(x, y)
+    joint_noise = np.hstack([jx, jy])
+    assert np.abs(joint_noise).max() <= 0.5  # distinct rows get distinct noise; equal rows stay equal
+    assert len(np.unique(joint_noise, axis=0)) == len(np.unique(np.hstack([x, y]), axis=0))

@@ -1,0 +1,122 @@
+"""The set network: invariances, shapes, statistics and checkpoint format."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.network import MISTNetwork, NetworkConfig, copula_shrinkage, gaussian_copula_mi
+from model.preprocess import gaussian_scores, soft_gaussian_scores
+from tests.conftest import paired_tensors
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module", params=["nats", "log1p"])
+def net(request) -> MISTNetwork:
+    torch.manual_seed(0)
+    # Few body and kNN rows, so that the tests also run the value-hashed row subsample (n above them).
+    cfg = NetworkConfig(width=16, heads=2, blocks=1, inducing=4, body_rows=40, knn_max_rows=512, scale=request.param)
+    return MISTNetwork(cfg).eval()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("n", [30, 120])
+def test_invariances(net, n):
+    x, y = paired_tensors(n)
+    q = net(x, y)
+    perm = torch.randperm(x.shape[1])
+    assert torch.allclose(net(x[:, perm], y[:, perm]), q, atol=TOL)  # sample order
+    assert torch.allclose(net(x[..., [2, 0, 1]], y[..., [1, 0]]), q, atol=TOL)  # coordinate order
+    mono = x.clone()
+    mono[..., 1] = torch.exp(3 * mono[..., 1]) - 5  # strictly increasing map of one coordinate
+    assert torch.allclose(net(mono, y), q, atol=TOL)
+    assert torch.allclose(net(y, x), q, atol=TOL)  # swap X and Y
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("n", "dx", "dy"), [(10, 1, 1), (100, 1, 64), (300, 64, 5), (20_000, 2, 3)])
+def test_any_shape_and_monotone_nonnegative_quantiles(net, n, dx, dy):
+    x, y = paired_tensors(n, dx, dy)
+    q = net(x, y)
+    assert q.shape == (2, len(net.cfg.quantiles))
+    assert torch.isfinite(q).all() and (q >= 0).all() and (q.diff(dim=1) >= 0).all()
+
+
+def test_ties_and_constant_columns_are_defined():
+    z = torch.tensor([[[1.0, 5.0], [1.0, 5.0], [2.0, 5.0], [0.0, 5.0]]])
+    s = gaussian_scores(z)
+    assert s[0, 0, 0] == s[0, 1, 0]  # ties share a score
+    assert torch.all(s[..., 1] == 0)  # a constant column carries nothing
+
+
+def test_soft_path_has_finite_gradients_and_approximates_ranks(net):
+    x, y = paired_tensors(n=50)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    net(x, y, soft=True)[:, 10].sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0 and torch.isfinite(y.grad).all()
+    hard, soft = gaussian_scores(x.detach()), soft_gaussian_scores(x.detach(), temperature=0.01)
+    assert (hard - soft).abs().mean() < 0.05
+
+
+def test_widening_the_head_preserves_outputs():
+    from model.checkpoint import load_weights_widening_head
+
+    torch.manual_seed(0)
+    narrow = MISTNetwork(NetworkConfig(width=16, heads=2, blocks=1, inducing=4, head_stats=5)).eval()
+    wide = MISTNetwork(NetworkConfig(width=16, heads=2, blocks=1, inducing=4, head_stats=7)).eval()
+    load_weights_widening_head(wide, narrow.state_dict())
+    x, y = paired_tensors()
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x, y), narrow(x, y))
+
+
+def test_output_scale_is_recorded_and_old_checkpoints_are_refused_clearly():
+    from model.checkpoint import network_config
+
+    cfg = NetworkConfig(width=16, heads=2, blocks=1, inducing=4, scale="nats").to_dict()
+    assert network_config({"network": cfg}).scale == "nats"
+    old = {k: v for k, v in cfg.items() if k != "body_cells"}
+    with pytest.raises(ValueError, match="older network"):
+        network_config({"network": old})
+    with pytest.raises(ValueError, match="scale"):
+        NetworkConfig(scale="log")
+    mi = torch.tensor([0.0, 0.5, 6.0])
+    assert torch.equal(MISTNetwork(NetworkConfig(scale="nats")).to_scale(mi), mi)
+    torch.testing.assert_close(MISTNetwork(NetworkConfig(scale="log1p")).to_scale(mi), torch.log1p(mi))
+
+
+def test_hermite_excess_separates_gaussian_from_non_gaussian_dependence():
+    from model.network import gaussian_copula_mi, hermite_excess
+
+    torch.manual_seed(0)
+    x, z = torch.randn(4, 2000, 3), torch.randn(4, 2000, 3)
+    sx = gaussian_scores(x)
+    for y, lo, hi in ((0.8 * x + 0.6 * z, -0.1, 0.1), (z, -0.05, 0.05), (x * z, 0.5, 5.0)):
+        sy = gaussian_scores(y)
+        _, excess = hermite_excess(sx, sy)
+        assert ((lo < excess) & (excess < hi)).all(), excess
+    # the anchor itself cannot see the variance coupling of x * z
+    assert (gaussian_copula_mi(sx, gaussian_scores(x * z)) < 0.05).all()
+
+
+def test_anchor_stays_honest_when_n_is_close_to_the_dimension():
+    """n = 35, dx = dy = 31, independent: the raw copula plug-in explodes, the shrunk anchor does not."""
+    torch.manual_seed(0)
+    sx, sy = gaussian_scores(torch.randn(1, 35, 31)), gaussian_scores(torch.randn(1, 35, 31))
+    assert gaussian_copula_mi(sx, sy) > 5.0
+    assert gaussian_copula_mi(sx, sy, copula_shrinkage(35, 62)) == 0.0
+
+
+def test_knn_statistic_is_finite_on_ties_and_reads_non_monotone_dependence():
+    from model.network import knn_mi
+
+    tied = torch.zeros(2, 100, 1)
+    tied[:, 50:] = 1.0  # duplicate rows put the k-th neighbour at distance 0 (this once gave NaN losses)
+    assert torch.isfinite(knn_mi(gaussian_scores(tied), gaussian_scores(tied))).all()
+    torch.manual_seed(0)
+    x = torch.randn(2, 1500, 2)
+    y = x.norm(dim=-1, keepdim=True) + 0.1 * torch.randn(2, 1500, 1)  # Y depends on the radius of X
+    sx, sy = gaussian_scores(x), gaussian_scores(y)
+    assert (knn_mi(sx, sy, rows=1500) > 1.0).all() and (gaussian_copula_mi(sx, sy) < 0.05).all()

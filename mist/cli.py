@@ -98,25 +98,48 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_array(path: str):
-    """A 2-D array from ``.npy``, a one-array ``.npz`` or ``.csv`` (a header row is skipped); errors name the file."""
+def _columns(array, header: list[str] | None, spec: str | None, path: str):
+    """The columns ``spec`` names (comma-separated indices from 0, or header names) of a 2-D ``array``."""
+    if spec is None:
+        return array
+    picked = []
+    for item in (s.strip() for s in spec.split(",")):
+        if item.isdigit():
+            picked.append(int(item))
+        elif header is not None and item in header:
+            picked.append(header.index(item))
+        else:
+            known = f"; columns are {', '.join(header)}" if header else " (no header row to name columns)"
+            raise UserError(f"{path}: no column {item!r}{known}")
+    if array.ndim == 1:
+        array = array[:, None]
+    if max(picked) >= array.shape[1]:
+        raise UserError(f"{path}: column {max(picked)} asked for, but the file has {array.shape[1]} columns")
+    return array[:, picked]
+
+
+def _load_array(path: str, cols: str | None = None):
+    """A 2-D array from ``.npy``, a one-array ``.npz`` or ``.csv`` (a header row is skipped, and names columns);
+    ``cols`` picks columns by index or header name. Errors name the file."""
     import numpy as np
 
     try:
         if path.endswith(".npy"):
-            return np.load(path, allow_pickle=False)
+            return _columns(np.load(path, allow_pickle=False), None, cols, path)
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as z:
                 if len(z.files) != 1:
                     raise UserError(
                         f"{path}: holds {z.files}; pass one .npz with x and y as DATA, or one array per file"
                     )
-                return z[z.files[0]]
+                return _columns(z[z.files[0]], None, cols, path)
         if path.endswith(".csv"):
             try:
-                return np.loadtxt(path, delimiter=",", ndmin=2)
+                return _columns(np.loadtxt(path, delimiter=",", ndmin=2), None, cols, path)
             except ValueError:  # a header row
-                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
+                with open(path) as f:
+                    header = [h.strip() for h in f.readline().split(",")]
+                return _columns(np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1), header, cols, path)
     except (OSError, ValueError) as err:
         raise UserError(
             f"{path}: {err}; expected numbers, one sample per row (a CSV may have one header row)"
@@ -140,7 +163,7 @@ def _read_pair(args: argparse.Namespace):
             raise UserError(f"{args.data}: {err}") from None
     if not (args.x and args.y):
         raise UserError("give DATA (.npz with arrays x and y, as POST /estimate/npz takes) or both --x and --y")
-    return _load_array(args.x), _load_array(args.y)
+    return _load_array(args.x, args.x_cols), _load_array(args.y, args.y_cols)
 
 
 def _adapt(args: argparse.Namespace) -> int:
@@ -173,20 +196,32 @@ def _estimate(args: argparse.Namespace) -> int:
     from model.validation import InputError
 
     x, y = _read_pair(args)
+    levels = None
+    if args.quantiles is not None:
+        try:
+            levels = [float(q) for q in args.quantiles.split(",")]
+        except ValueError:
+            raise UserError(f"--quantiles must be comma-separated numbers, got {args.quantiles!r}") from None
     try:
         if args.method == "mist":  # only the network needs torch and a checkpoint
-            est = Estimator.load(args.checkpoint).estimate(x, y)
+            if args.k is not None:
+                raise UserError("--k is KSG's neighbour count; use it with --method ksg")
+            est = Estimator.load(args.checkpoint).estimate(x, y, quantiles=levels)
         else:
-            est = estimate_baseline(x, y, args.method)
+            if levels is not None:
+                raise UserError(f"--quantiles needs --method mist: {args.method} gives a point estimate")
+            est = estimate_baseline(x, y, args.method, k=args.k)
     except InputError as err:
         raise UserError(str(err)) from None
     if args.json:
         print(json.dumps(est.to_dict()))
     else:
-        line = f"I(X;Y) = {est.median:.4f} nats ({est.median_bits:.4f} bits)"
+        line = f"I(X;Y) = {est.mi_nats:.4f} nats ({est.mi_bits:.4f} bits)"
         line += f"  [{args.method}, n={est.n}, dx={est.dx}, dy={est.dy}]"
         if est.interval_90:
             line += f"\n90% interval: [{est.interval_90[0]:.4f}, {est.interval_90[1]:.4f}] nats"
+        if levels is not None:
+            line += "\nquantiles: " + ", ".join(f"{q}: {v:.4f}" for q, v in est.quantiles.items())
         print(line)
     return 0
 
@@ -220,9 +255,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from model.assets import DEFAULT_CHECKPOINT, DEFAULT_META
+    from model.package_version import package_version
     from model.validation import METHODS
 
     parser = argparse.ArgumentParser(prog="mist", description="Amortized mutual-information estimation.")
+    parser.add_argument("--version", action="version", version=f"mist {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write a meta-dataset of tasks with known MI as shards")
@@ -248,11 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
     e.add_argument("--suite", default="all", help="held-in, held-out, textbook, all, or a meta-distribution file")
     e.add_argument("--compare", default=None, help="a second checkpoint, evaluated side by side on the same arrays")
-    e.add_argument("--tasks-per-bucket", type=int, default=30)
+    e.add_argument("--tasks-per-bucket", type=int, default=30, help="tasks per n bucket and suite")
     e.add_argument("--check-tasks", type=int, default=40, help="tasks per quality check (0: skip the checks)")
-    e.add_argument("--out", default="runs/evaluation")
+    e.add_argument("--out", default="runs/evaluation", help="directory for the reports")
     e.add_argument("--ship", default=None, help="also export the checkpoint here with this evaluation inside")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(handler=_evaluate)
 
     a = sub.add_parser("adapt", help="fit flows to your data, fine-tune on tasks shaped like it, compare")
@@ -268,23 +305,29 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=int, default=100_000, help="fine-tuning step cap")
     a.add_argument("--flow-epochs", type=int, default=200, help="cap on flow epochs (early stopping decides)")
     a.add_argument("--eval-tasks", type=int, default=20, help="tasks per n bucket of the comparison")
-    a.add_argument("--quiet", action="store_true")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.set_defaults(handler=_adapt)
 
     s = sub.add_parser("estimate", help="estimate I(X;Y) for arrays in files (rows = samples)")
     s.add_argument("data", nargs="?", help=".npz holding arrays x and y (the body POST /estimate/npz takes)")
     s.add_argument("--x", help="X alone: .npy, .csv (header row allowed) or a one-array .npz")
-    s.add_argument("--y", help="Y alone, same formats")
-    s.add_argument("--checkpoint", default=None)
-    s.add_argument("--method", default="mist", choices=METHODS)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--y", help="Y alone, same formats (may be the same file as --x, with other columns)")
+    s.add_argument(
+        "--x-cols", default=None, help="columns of --x to use: indices from 0 or CSV header names, comma-separated"
+    )
+    s.add_argument("--y-cols", default=None, help="columns of --y to use, like --x-cols")
+    s.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the shipped one)")
+    s.add_argument("--method", default="mist", choices=METHODS, help="mist (with an interval) or a baseline")
+    s.add_argument("--quantiles", default=None, help="levels to report, comma-separated (mist only), e.g. 0.1,0.5,0.9")
+    s.add_argument("--k", type=int, default=None, help="KSG's neighbour count (--method ksg; default 5)")
+    s.add_argument("--json", action="store_true", help="one JSON object, the same names as the HTTP answer")
     s.set_defaults(handler=_estimate)
 
     v = sub.add_parser("serve", help="serve the HTTP API (settings also from MIST_* environment variables)")
-    v.add_argument("--host", default=None)
-    v.add_argument("--port", type=int, default=None)
-    v.add_argument("--workers", type=int, default=None)
-    v.add_argument("--checkpoint", default=None)
+    v.add_argument("--host", default=None, help="interface to listen on (MIST_HOST; default 127.0.0.1)")
+    v.add_argument("--port", type=int, default=None, help="port (MIST_PORT; default 8000)")
+    v.add_argument("--workers", type=int, default=None, help="server processes (MIST_WORKERS; default 1)")
+    v.add_argument("--checkpoint", default=None, help="the default model (MIST_CHECKPOINT; default: the shipped one)")
     v.set_defaults(handler=_serve)
     return parser
 

@@ -34,25 +34,30 @@ LN2 = float(np.log(2.0))
 
 @dataclass
 class Estimate:
-    """One answer; MI in nats (``median_bits`` in bits). Baseline methods give no quantiles or interval."""
+    """One answer, in the vocabulary every interface shares (Python, CLI JSON, HTTP): ``mi_nats`` is the median
+    estimate (``mi_bits`` in bits), ``quantiles`` maps levels to nats, ``interval_90`` is the 5 %–95 % range.
+    Baseline methods give no quantiles or interval. ``median``, ``median_bits`` and ``version`` are aliases kept
+    for code written against 0.3.0."""
 
     method: str
-    median: float
+    mi_nats: float
     quantiles: dict[str, float] = field(default_factory=dict)
     interval_90: tuple[float, float] | None = None
     n: int = 0
     dx: int = 0
     dy: int = 0
-    version: str = ""
+    checkpoint_version: str = ""
 
     @property
-    def median_bits(self) -> float:
-        return self.median / LN2
+    def mi_bits(self) -> float:
+        return self.mi_nats / LN2
+
+    median = property(lambda self: self.mi_nats, doc="alias of mi_nats")
+    median_bits = property(lambda self: self.mi_bits, doc="alias of mi_bits")
+    version = property(lambda self: self.checkpoint_version, doc="alias of checkpoint_version")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["median_bits"] = self.median_bits
-        return d
+        return {**asdict(self), "mi_bits": self.mi_bits}
 
 
 def quantile_key(q: float) -> str:
@@ -66,15 +71,22 @@ def _drop_constant_columns(a: np.ndarray) -> np.ndarray:
     return a[:, np.ptp(a, axis=0) > 0]
 
 
-def estimate_baseline(x, y, method: str, limits: Limits = Limits()) -> Estimate:
+def estimate_baseline(x, y, method: str, limits: Limits = Limits(), k: int | None = None) -> Estimate:
     """A classical estimator (:data:`model.baselines.BASELINES`) on validated arrays; needs no checkpoint (and no
-    torch). Baselines give a point estimate: ``interval_90`` is None and ``quantiles`` is empty."""
+    torch). Baselines give a point estimate: ``interval_90`` is None and ``quantiles`` is empty. ``k`` is KSG's
+    neighbour count (default 5)."""
     check_method(method)
     if method == "mist":
         raise InputError("method", "mist needs a checkpoint: use Estimator.load().estimate")
+    if k is not None and method != "ksg":
+        raise InputError("k", f"k is KSG's neighbour count; {method} takes none")
     x, y = validate_pair(x, y, limits)
     check_work(method, x, y)
-    return Estimate(method, float(baselines.BASELINES[method](x, y)), n=len(x), dx=x.shape[1], dy=y.shape[1])
+    options = {} if k is None else {"k": k}
+    if k is not None and not 1 <= k < len(x):
+        raise InputError("k", f"must lie in [1, n - 1] = [1, {len(x) - 1}], got {k}")
+    value = float(baselines.BASELINES[method](x, y, **options))
+    return Estimate(method, value, n=len(x), dx=x.shape[1], dy=y.shape[1])
 
 
 def default_checkpoint_path() -> Path:
@@ -151,8 +163,9 @@ class Estimator:
         for side, a in (("x", x), ("y", y)):
             if a.shape[1] > self.trained_max_dim:
                 raise InputError(side, f"has {a.shape[1]} dimensions; this checkpoint was trained on at most "
-                                 f"{self.trained_max_dim} per side: reduce {side}, or use method=gaussian_copula "
-                                 "or ksg")  # fmt: skip
+                                 f"{self.trained_max_dim} per side: reduce {side}, serve the default checkpoint "
+                                 "(1–64 dims), or use method=gaussian_copula (exact for Gaussian-copula data, blind "
+                                 "to non-monotone dependence; KSG is biased low in high dimensions)")  # fmt: skip
 
     def estimate_batch(
         self, pairs: Sequence[tuple], quantiles: Sequence[float] | None = None, method: str = "mist"

@@ -35,7 +35,7 @@ def _member(archive: zipfile.ZipFile, name: str, limits: Limits) -> np.ndarray:
         info = archive.getinfo(field)
     except KeyError:
         raise InputError("body", "the .npz must contain arrays named 'x' and 'y'") from None
-    max_bytes = limits.max_n * limits.max_dim * 8 + HEADER_SLACK
+    max_bytes = limits.max_cells * 8 + HEADER_SLACK
     if info.file_size > max_bytes:
         raise InputError(field, f"inflates to {info.file_size} bytes; at most {max_bytes} are accepted")
     try:
@@ -47,6 +47,8 @@ def _member(archive: zipfile.ZipFile, name: str, limits: Limits) -> np.ndarray:
                 raise InputError(field, f"has shape {shape}; send an (n, d) or (n,) array")
             if shape[0] > limits.max_n or (len(shape) == 2 and shape[1] > limits.max_dim):
                 raise InputError(field, f"has shape {shape}; at most {limits.max_n} rows and {limits.max_dim} columns")
+            if int(np.prod(shape)) > limits.max_cells:
+                raise InputError(field, f"has shape {shape}; at most {limits.max_cells} numbers are accepted")
             count = int(np.prod(shape))
             raw = handle.read(count * dtype.itemsize + 1)
     except InputError:

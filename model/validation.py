@@ -13,7 +13,8 @@ import numpy as np
 
 METHODS = ("mist", "ksg", "gaussian", "gaussian_copula")  # the network, then the baselines of model.baselines
 MIN_N = 10
-MAX_N = 20_000
+MAX_N = 1_000_000  # the network reads chunk statistics: 1.9 s at n = 10⁶, 2 + 2 dims (cost_bench.py)
+MAX_CELLS = 2**24  # n · (dx + dy): bounds memory (134 MB per float64 copy) and time, whatever the shape
 MAX_DIM = 64
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)  # the levels answered when a caller names none
 MAX_QUANTILE_LEVELS = 100  # bounds the answer's size: a 256-item batch at 20 000 levels once answered 193 MiB
@@ -39,6 +40,7 @@ WORK_LIMITS = {"ksg": 100_000}
 class Limits:
     min_n: int = MIN_N
     max_n: int = MAX_N
+    max_cells: int = MAX_CELLS
     max_dim: int = MAX_DIM
 
 
@@ -52,8 +54,8 @@ def check_work(method: str, x: np.ndarray, y: np.ndarray) -> None:
     cells = x.shape[0] * (x.shape[1] + y.shape[1])
     limit = WORK_LIMITS.get(method)
     if limit is not None and cells > limit:
-        raise InputError("method", f"{method} accepts n·(dx+dy) ≤ {limit}; this sample has {cells}; use method=mist "
-                         "or subsample")  # fmt: skip
+        raise InputError("method", f"{method} accepts n·(dx+dy) ≤ {limit}; this sample has {cells}: use method=mist "
+                         "(any accepted shape, with an interval) or gaussian_copula, or subsample")  # fmt: skip
 
 
 def robust_rescale(a: np.ndarray) -> np.ndarray:
@@ -92,9 +94,14 @@ def validate_pair(x, y, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarr
         raise InputError("x", f"has {n} samples; at least {limits.min_n} are needed")
     if n > limits.max_n:
         raise InputError("x", f"has {n} samples; at most {limits.max_n} are supported")
+    if n * (x.shape[1] + y.shape[1]) > limits.max_cells:
+        raise InputError("x", f"n · (dx + dy) = {n * (x.shape[1] + y.shape[1])} numbers; at most {limits.max_cells} "
+                         "are supported: subsample rows")  # fmt: skip
     for field, a in (("x", x), ("y", y)):
         if a.shape[1] > limits.max_dim:
-            raise InputError(field, f"has {a.shape[1]} dimensions; at most {limits.max_dim} are supported")
+            raise InputError(field, f"has {a.shape[1]} dimensions; at most {limits.max_dim} are supported: reduce "
+                             f"{field} first (PCA, or a learned embedding: MI can only drop, so the estimate is a "
+                             "lower bound on the original)")  # fmt: skip
     return robust_rescale(x), robust_rescale(y)
 
 

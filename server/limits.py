@@ -28,14 +28,17 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await problem(413, "Body too large", f"body exceeds {self.max_bytes} bytes")(scope, receive, send)
+            await problem(413, "Body too large", f"body exceeds {self.max_bytes} bytes", headers=CLOSE)(
+                scope, receive, send
+            )
             return
         chunks: list[bytes] = []
         try:  # the body counts against max_buffered until its request is answered
             try:
                 refusal = await asyncio.wait_for(self._read(receive, chunks), self.timeout_s)
             except TimeoutError:
-                refusal = problem(408, "Request timeout", f"the body did not arrive within {self.timeout_s:g} s")
+                refusal = problem(408, "Request timeout", f"the body did not arrive within {self.timeout_s:g} s",
+                                  headers=CLOSE)  # fmt: skip
             if refusal is CLIENT_LEFT:
                 return
             if refusal is not None:
@@ -57,10 +60,10 @@ class BodyLimit:
             body = message.get("body", b"")
             total += len(body)
             if total > self.max_bytes:
-                return problem(413, "Body too large", f"body exceeds {self.max_bytes} bytes")
+                return problem(413, "Body too large", f"body exceeds {self.max_bytes} bytes", headers=CLOSE)
             if self.buffered + len(body) > self.max_buffered:
                 return problem(503, "Busy", "the server holds too many request bodies; retry shortly",
-                               headers={"Retry-After": "2"})  # fmt: skip
+                               headers={"Retry-After": "2", **CLOSE})  # fmt: skip
             self.buffered += len(body)
             chunks.append(body)
             if not message.get("more_body", False):
@@ -68,6 +71,7 @@ class BodyLimit:
 
 
 CLIENT_LEFT = object()
+CLOSE = {"Connection": "close"}  # a body refused half-read leaves the connection unusable: uvicorn then closes it
 
 
 def _replay(body: bytes, receive):

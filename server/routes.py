@@ -9,14 +9,14 @@ import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
 from model.cost import estimate_seconds
 from model.estimator import Estimate, Estimator
-from model.validation import InputError
+from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS, InputError
 from server import errors, parsing
 from server.schemas import BatchRequest, BatchResponse, BatchResult, EstimateRequest, EstimateResponse, Method
 
@@ -51,11 +51,7 @@ ModelsDep = Annotated[Models, Depends(models)]
 
 
 def _response(est: Estimate, seconds: float) -> EstimateResponse:
-    return EstimateResponse(
-        method=est.method, mi_nats=est.median, mi_bits=est.median_bits, quantiles=est.quantiles,
-        interval_90=est.interval_90, n=est.n, dx=est.dx, dy=est.dy, checkpoint_version=est.version or "-",
-        seconds=seconds,
-    )  # fmt: skip
+    return EstimateResponse(**{**est.to_dict(), "checkpoint_version": est.checkpoint_version or "-"}, seconds=seconds)
 
 
 def _estimate(call: parsing.Call, est: Estimator, cancel: threading.Event) -> EstimateResponse:
@@ -197,7 +193,7 @@ def _describe(name: str, est: Estimator) -> dict:
         "version": est.version,
         "training": {"steps": est.info.get("step"), "config": train.get("name"), "meta_config": meta.get("name"),
                      "trained_shapes": meta.get("dims"), "init_from": (est.info.get("init_from") or {}).get("version")},
-        "limits": {"min_n": lim.min_n, "max_n": lim.max_n, "max_dim": lim.max_dim,
+        "limits": {"min_n": lim.min_n, "max_n": lim.max_n, "max_dim": lim.max_dim, "max_cells": lim.max_cells,
                    "network_max_dim": est.trained_max_dim},
         "quantile_range": list(est.quantile_range),
     }  # fmt: skip
@@ -213,6 +209,41 @@ async def model_info(est: Est) -> JSONResponse:
 async def models_info(available: ModelsDep) -> JSONResponse:
     """Every loaded model: name, version, training summary and supported ranges."""
     return JSONResponse({"default": "default", "models": [_describe(k, v) for k, v in available.loaded.items()]})
+
+
+def _picked(available: Models, name: str) -> Estimator:
+    if name not in available.loaded:
+        raise HTTPException(404, f"unknown model {name!r}; known: {', '.join(sorted(available.loaded))}")
+    return available.loaded[name]
+
+
+@router.get("/v2/models/{name}")
+async def v2_model_metadata(name: str, available: ModelsDep) -> JSONResponse:
+    """Open Inference Protocol (KServe v2) model metadata; ``parameters`` adds units, limits, quantile levels and
+    the training summary. Estimates themselves are served by ``POST /estimate`` (no tensor inference route)."""
+    est = _picked(available, name)
+    described = _describe(name, est)
+    lim = est.limits
+    return JSONResponse({
+        "name": name,
+        "versions": [est.version],
+        "platform": "pytorch",
+        "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, -1]},
+                   {"name": "y", "datatype": "FP64", "shape": [-1, -1]}],
+        "outputs": [{"name": "mi_nats", "datatype": "FP64", "shape": [1]},
+                    {"name": "quantiles", "datatype": "FP64", "shape": [-1]}],
+        "parameters": {"units": "nats", "n_range": [lim.min_n, lim.max_n], "dims_range": [1, lim.max_dim],
+                       "max_cells": lim.max_cells,
+                       "default_quantiles": list(DEFAULT_QUANTILES), "quantile_range": described["quantile_range"],
+                       "max_quantile_levels": MAX_QUANTILE_LEVELS, "training": described["training"],
+                       "methods": list(METHODS)},
+    })  # fmt: skip
+
+
+@router.get("/v2/models/{name}/ready")
+async def v2_model_ready(name: str, available: ModelsDep) -> dict:
+    _picked(available, name)
+    return {"name": name, "ready": True}
 
 
 @router.get("/metrics")

@@ -12,6 +12,7 @@ import pytest
 from model import baselines
 from model.estimator import Estimator
 from model.validation import InputError
+from server.schemas import EstimateResponse
 from tests.conftest import ROOT
 
 
@@ -134,12 +135,26 @@ def test_cli_estimate_reads_the_service_npz_csv_with_header_and_names_bad_files(
     y = x + rng.standard_normal((300, 2))
     np.savez(tmp_path / "xy.npz", x=x, y=y)
     assert main(["estimate", str(tmp_path / "xy.npz"), "--method", "gaussian", "--json"]) == 0
-    from_npz = json.loads(capsys.readouterr().out)["median"]
+    answer = json.loads(capsys.readouterr().out)
+    from_npz = answer["mi_nats"]
+    assert set(answer) == set(EstimateResponse.model_fields) - {"seconds"}  # the HTTP names, the same everywhere
     np.savetxt(tmp_path / "x.csv", x, delimiter=",", header="a,b", comments="")
     np.savetxt(tmp_path / "y.csv", y, delimiter=",")
     assert main(["estimate", "--x", str(tmp_path / "x.csv"), "--y", str(tmp_path / "y.csv"), "--method", "gaussian",
                  "--json"]) == 0  # fmt: skip
-    assert json.loads(capsys.readouterr().out)["median"] == pytest.approx(from_npz, rel=1e-5)
+    assert json.loads(capsys.readouterr().out)["mi_nats"] == pytest.approx(from_npz, rel=1e-5)
+    # one table, columns picked by header name or index: the same pair as the npz
+    np.savetxt(tmp_path / "xy.csv", np.hstack([x, y]), delimiter=",", header="a,b,c,d", comments="")
+    table = str(tmp_path / "xy.csv")
+    argv = ["estimate", "--x", table, "--x-cols", "a,1", "--y", table, "--y-cols", "c,d", "--method", "gaussian"]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mi_nats"] == pytest.approx(from_npz, rel=1e-5)
+    assert main(["estimate", "--x", table, "--x-cols", "zz", "--y", table, "--y-cols", "c"]) == 2
+    assert "no column 'zz'; columns are a, b, c, d" in capsys.readouterr().err
+    assert main(["estimate", str(tmp_path / "xy.npz"), "--method", "ksg", "--k", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "ksg"
+    assert main(["estimate", str(tmp_path / "xy.npz"), "--method", "ksg", "--quantiles", "0.5"]) == 2
+    assert "--quantiles needs --method mist" in capsys.readouterr().err
     (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
     assert main(["estimate", "--x", str(tmp_path / "bad.csv"), "--y", str(tmp_path / "y.csv")]) == 2
     assert "bad.csv" in capsys.readouterr().err
@@ -160,3 +175,17 @@ def test_ksg_is_invariant_to_row_and_column_order_on_tied_data():
     joint_noise = np.hstack([jx, jy])
     assert np.abs(joint_noise).max() <= 0.5  # distinct rows get distinct noise; equal rows stay equal
     assert len(np.unique(joint_noise, axis=0)) == len(np.unique(np.hstack([x, y]), axis=0))
+
+
+def test_cli_version_and_every_option_has_help(capsys):
+    from mist.cli import build_parser, main
+    from model.package_version import package_version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"mist {package_version()}"
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # argparse keeps subparsers here
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help, f"mist {name} {'/'.join(action.option_strings) or action.dest} has no help text"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,11 +109,19 @@ def test_shard_range_covers_everything_once():
         shard_range(10, 3, 3)
 
 
+def _with_small_n(path: Path, high: int = 64) -> Path:
+    """The default meta-distribution with n at most ``high`` (fast tests); fails loudly if its n line changed."""
+    text, count = re.subn(r"(?m)^n = \{ low = (\d+), high = \d+ \}$", rf"n = {{ low = \1, high = {high} }}",
+                          DEFAULT_META.read_text())  # fmt: skip
+    assert count == 1, "configs/meta/default.toml no longer has one [dims] n line"
+    path.write_text(text)
+    return path
+
+
 def test_training_stream_workers_and_ranks_draw_disjoint_tasks(tmp_path: Path):
     from model.training.train import BatchStream, DataSection
 
-    path = tmp_path / "meta.toml"
-    path.write_text(DEFAULT_META.read_text().replace("high = 4096", "high = 64"))
+    path = _with_small_n(tmp_path / "meta.toml")
     data = DataSection(meta_config=str(path), cells_per_batch=256, max_batch=4, workers=2)
     seen = []
     for rank in range(2):
@@ -139,8 +148,7 @@ def test_mi_prior_spans_zero_to_eight_nats(default_meta):
 
 
 def test_cli_generate_and_bad_input(tmp_path: Path, capsys):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(DEFAULT_META.read_text().replace("high = 2048", "high = 64"))
+    cfg = _with_small_n(tmp_path / "c.toml")
     assert main(["generate", "--config", str(cfg), "--tasks", "20", "--out", str(tmp_path / "o")]) == 0
     assert "MI histogram (20 tasks" in capsys.readouterr().out
     assert main(["generate", "--config", str(tmp_path / "nope.toml"), "--tasks", "5", "--out", "x"]) == 2

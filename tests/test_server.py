@@ -136,6 +136,17 @@ def test_a_baseline_given_quantiles_is_refused_not_ignored(client, method):
     assert r.status_code == 422 and r.json()["field"] == "quantiles"
 
 
+def test_open_inference_protocol_model_metadata_and_readiness(client):
+    meta = client.get("/v2/models/default").json()
+    assert meta["name"] == "default" and meta["versions"] == [client.app.state.estimator.version]
+    assert {i["name"] for i in meta["inputs"]} == {"x", "y"} and meta["parameters"]["units"] == "nats"
+    assert meta["parameters"]["n_range"] == [10, 1_000_000] and meta["parameters"]["dims_range"] == [1, MAX_DIM]
+    assert client.get("/v2/models/default/ready").json() == {"name": "default", "ready": True}
+    for path in ("/v2/models/nope", "/v2/models/nope/ready"):
+        r = client.get(path)
+        assert r.status_code == 404 and "default" in r.json()["detail"]
+
+
 def test_docs_are_served_without_internet(client):
     html = client.get("/docs").text
     assert "cdn" not in html.lower() and "/static-offline-docs/swagger-ui-bundle.js" in html

@@ -19,6 +19,7 @@ import numpy as np
 
 from model import baselines
 from model.assets import DEFAULT_CHECKPOINT, resolve
+from model.ties import tie_broken_ranks
 from model.validation import (
     DEFAULT_QUANTILES,
     InputError,
@@ -157,7 +158,7 @@ class Estimator:
         x_used, y_used = _drop_constant_columns(x), _drop_constant_columns(y)
         if x_used.shape[1] == 0 or y_used.shape[1] == 0:  # a constant side carries no information: exactly 0
             return self._answer(np.zeros(len(self.grid)), qs, x, y)
-        return self._answer(self.grid_quantiles(x_used, y_used), qs, x, y)
+        return self._answer(self.grid_quantiles(*tie_broken_ranks(x_used, y_used)), qs, x, y)
 
     def _check_trained_range(self, x: np.ndarray, y: np.ndarray) -> None:
         for side, a in (("x", x), ("y", y)):

@@ -84,3 +84,11 @@ def paired_tensors(n: int = 64, dx: int = 3, dy: int = 2, seed: int = 0) -> tupl
     x = torch.randn(2, n, dx, generator=g)
     y = x[..., :1].repeat(1, 1, dy) * 0.7 + torch.randn(2, n, dy, generator=g)
     return x, y
+
+
+@pytest.fixture(scope="session")
+def shipped():
+    """The shipped checkpoint, loaded once."""
+    from model.estimator import Estimator
+
+    return Estimator.load()

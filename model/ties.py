@@ -1,0 +1,90 @@
+"""Ties broken by the values themselves, so that every estimator sees continuous data and stays exactly invariant
+to the order of rows and columns and to swapping X with Y.
+
+Breaking the ties of a column at random is dequantization: for a discrete X, ``X + U`` with independent
+``U ~ Uniform(0, 1)`` keeps I(X; Y) exactly (X is recovered from it), and for values rounded finely it keeps
+nearly all of it. The estimators were trained and built for continuous data, where average ranks and zero
+distances do not occur; on ties they were confidently wrong (a binary column independent of y read 0.09 nats
+with an interval above 0; x = y as a 10-class label read 6.2 nats, where ln 10 = 2.30 is the most possible).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIX_A, MIX_B = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)  # splitmix64's finalizer
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """A bijective scramble of uint64 values (splitmix64 finalizer; products wrap)."""
+    h = (h ^ (h >> np.uint64(30))) * MIX_A
+    h = (h ^ (h >> np.uint64(27))) * MIX_B
+    return h ^ (h >> np.uint64(31))
+
+
+def _occurrence(sorted_groups: np.ndarray) -> np.ndarray:
+    """For a sorted 1-D array: each entry's index within its run of equal entries."""
+    first = np.r_[True, sorted_groups[1:] != sorted_groups[:-1]]
+    index = np.arange(len(sorted_groups))
+    return index - np.maximum.accumulate(np.where(first, index, 0))
+
+
+def cell_keys(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A pseudo-random uint64 per cell of ``[x | y]``: a function of the cell's value, of its column's values (as a
+    multiset), of its row's (value, column) pairs (as a set) and of the row's rank among rows identical to it.
+    Permuting rows or columns, or swapping x and y, moves the keys with the data, exactly. Equal values in one row
+    get distinct keys through their columns (noise shared across x and y would make x = y look infinitely
+    dependent); in identical columns, by position, which is invariant too (swapping them changes nothing)."""
+    joint = np.hstack([x, y]).astype(np.float64) + 0.0  # + 0.0 makes -0.0 and 0.0 one value
+    cells = _mix(joint.view(np.uint64))
+    n = len(joint)
+    column_key = _mix(cells.sum(axis=0, dtype=np.uint64) + GOLDEN)  # a multiset hash: sums wrap
+    placed = _mix(cells ^ column_key[None, :])  # a value in its column, wherever that column sits
+    row_key = np.zeros(n, dtype=np.uint64)
+    for column in np.sort(placed, axis=1).T:
+        row_key = _mix(row_key ^ column)
+    _, group = np.unique(joint, axis=0, return_inverse=True)  # identical rows (not merely the same set of values)
+    order = np.argsort(group.ravel(), kind="stable")
+    among_rows = np.empty(n, dtype=np.uint64)
+    among_rows[order] = _occurrence(group.ravel()[order])
+    row_key = _mix(row_key ^ _mix(among_rows + GOLDEN))
+    in_row = np.zeros(joint.shape, dtype=np.uint64)  # 0 unless value and column key repeat within the row
+    by_key = np.argsort(placed, axis=1, kind="stable")
+    srt = np.take_along_axis(placed, by_key, axis=1)
+    runs = np.zeros(joint.shape, dtype=np.uint64)
+    for j in range(1, joint.shape[1]):
+        runs[:, j] = np.where(srt[:, j] == srt[:, j - 1], runs[:, j - 1] + np.uint64(1), np.uint64(0))
+    np.put_along_axis(in_row, by_key, runs, axis=1)
+    return _mix(placed ^ row_key[:, None] ^ _mix(in_row * GOLDEN + GOLDEN))
+
+
+def value_keyed_jitter(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Noise in [−½, ½) per cell from :func:`cell_keys`."""
+    noise = (cell_keys(x, y) >> np.uint64(11)).astype(np.float64) / 2.0**53 - 0.5
+    return noise[:, : x.shape[1]], noise[:, x.shape[1] :]
+
+
+def has_ties(a: np.ndarray) -> np.ndarray:
+    """Per column: does any value repeat?"""
+    srt = np.sort(a, axis=0)
+    return (srt[1:] == srt[:-1]).any(axis=0)
+
+
+def tie_broken_ranks(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Columns with ties replaced by their ranks 0 … n−1, ties ordered by :func:`cell_keys` (columns without ties
+    are returned as they are: a rank-based estimator sees the same order either way)."""
+    tied_x, tied_y = has_ties(x), has_ties(y)
+    if not (tied_x.any() or tied_y.any()):
+        return x, y
+    keys = cell_keys(x, y)
+    out = []
+    for side, tied, offset in ((x, tied_x, 0), (y, tied_y, x.shape[1])):
+        side = side.astype(np.float64, copy=True)
+        for j in np.flatnonzero(tied):
+            order = np.lexsort((keys[:, offset + j], side[:, j]))
+            ranks = np.empty(len(side))
+            ranks[order] = np.arange(len(side))
+            side[:, j] = ranks
+        out.append(side)
+    return out[0], out[1]

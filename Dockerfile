@@ -23,6 +23,9 @@ COPY mist/ mist/
 COPY metadata_gen/ metadata_gen/
 COPY model/ model/
 COPY server/ server/
+# The wheel carries the shipped checkpoint and configs as package data (pyproject maps them under model/assets).
+COPY checkpoints/ checkpoints/
+COPY configs/ configs/
 RUN PIP_FIND_LINKS="$PIP_FIND_LINKS" /opt/venv/bin/pip install --no-cache-dir -c constraints.txt \
       "/src${EXTRAS:+[$EXTRAS]}" \
  && /opt/venv/bin/python -c "import torch; assert not torch.version.cuda, 'CUDA torch in a CPU image'"

@@ -86,8 +86,9 @@ async def run_level(url: str, bodies: list[bytes], requests: int, concurrency: i
 def parse_timings(n: int = 10_000, d: int = 32, reps: int = 5) -> dict:
     """Server-side cost of reading one large request: the service's paths (orjson to numpy; header-checked .npz)
     against validating the JSON into nested pydantic lists (the 0.1 service's path), in the same run."""
+    from model.npz import read_npz_pair
     from model.validation import Limits
-    from server.parsing import json_matrix, json_object, npz_pair
+    from server.parsing import estimate_call
     from server.schemas import EstimateRequest
 
     rng = np.random.default_rng(0)
@@ -102,11 +103,10 @@ def parse_timings(n: int = 10_000, d: int = 32, reps: int = 5) -> dict:
         np.asarray(req.x), np.asarray(req.y)
 
     def parse_json() -> None:
-        obj = json_object(as_json, ("x", "y"))
-        json_matrix(obj["x"], "x"), json_matrix(obj["y"], "y")
+        estimate_call(as_json)
 
     def parse_npz() -> None:
-        npz_pair(as_npz, Limits())
+        read_npz_pair(as_npz, Limits())
 
     out = {"n": n, "d": d, "json_bytes": len(as_json), "npz_bytes": len(as_npz)}
     for name, fn in (("pydantic_json", parse_pydantic), ("json", parse_json), ("npz", parse_npz)):

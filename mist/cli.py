@@ -98,10 +98,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _columns(array, header: list[str] | None, spec: str | None, path: str):
-    """The columns ``spec`` names (comma-separated indices from 0, or header names) of a 2-D ``array``."""
-    if spec is None:
-        return array
+def _column_indices(header: list[str] | None, width: int, spec: str, path: str) -> list[int]:
+    """The columns ``spec`` names: comma-separated indices from 0, or header names."""
     picked = []
     for item in (s.strip() for s in spec.split(",")):
         if item.isdigit():
@@ -111,40 +109,99 @@ def _columns(array, header: list[str] | None, spec: str | None, path: str):
         else:
             known = f"; columns are {', '.join(header)}" if header else " (no header row to name columns)"
             raise UserError(f"{path}: no column {item!r}{known}")
-    if array.ndim == 1:
-        array = array[:, None]
-    if max(picked) >= array.shape[1]:
-        raise UserError(f"{path}: column {max(picked)} asked for, but the file has {array.shape[1]} columns")
-    return array[:, picked]
+    if max(picked) >= width:
+        raise UserError(f"{path}: column {max(picked)} asked for, but the file has {width} columns")
+    return picked
 
 
-def _load_array(path: str, cols: str | None = None):
-    """A 2-D array from ``.npy``, a one-array ``.npz`` or ``.csv`` (a header row is skipped, and names columns);
-    ``cols`` picks columns by index or header name. Errors name the file."""
+def _load_table(path: str):
+    """A 2-D array and its column names (a CSV's header row, else None) from ``.npy``, a one-array ``.npz`` or
+    ``.csv``; errors name the file."""
     import numpy as np
 
     try:
         if path.endswith(".npy"):
-            return _columns(np.load(path, allow_pickle=False), None, cols, path)
+            return np.atleast_2d(np.load(path, allow_pickle=False).T).T, None
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as z:
                 if len(z.files) != 1:
                     raise UserError(
                         f"{path}: holds {z.files}; pass one .npz with x and y as DATA, or one array per file"
                     )
-                return _columns(z[z.files[0]], None, cols, path)
+                return np.atleast_2d(z[z.files[0]].T).T, None
         if path.endswith(".csv"):
             try:
-                return _columns(np.loadtxt(path, delimiter=",", ndmin=2), None, cols, path)
+                return np.loadtxt(path, delimiter=",", ndmin=2), None
             except ValueError:  # a header row
                 with open(path) as f:
                     header = [h.strip() for h in f.readline().split(",")]
-                return _columns(np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1), header, cols, path)
+                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1), header
     except (OSError, ValueError) as err:
         raise UserError(
             f"{path}: {err}; expected numbers, one sample per row (a CSV may have one header row)"
         ) from None
     raise UserError(f"{path}: unsupported file type (use .npz with x and y, or .npy / .csv per side)")
+
+
+def _load_array(path: str, cols: str | None = None):
+    """A 2-D array from :func:`_load_table`; ``cols`` picks columns by index or header name."""
+    table, header = _load_table(path)
+    return table if cols is None else table[:, _column_indices(header, table.shape[1], cols, path)]
+
+
+def _screen(args: argparse.Namespace) -> int:
+    import json
+
+    from model.estimator import Estimator
+    from model.validation import InputError
+
+    table, header = _load_table(args.table)
+    names = header or [str(j) for j in range(table.shape[1])]
+    target = _column_indices(header, table.shape[1], args.target, args.table)
+    features = [j for j in range(table.shape[1]) if j not in target]
+    try:
+        answers = Estimator.load(args.checkpoint).screen(table[:, features], table[:, target], method=args.method,
+                                                         columns=[names[j] for j in features])  # fmt: skip
+    except InputError as err:
+        raise UserError(str(err)) from None
+    ranked = sorted(answers.items(), key=lambda kv: -kv[1].mi_nats)
+    if args.json:
+        print(json.dumps({name: a.to_dict() for name, a in ranked}))
+        return 0
+    print(f"I(column; {', '.join(names[j] for j in target)}) in nats, ranked ({args.method}, n={len(table)})")
+    width = max(len(name) for name, _ in ranked)
+    for name, a in ranked:
+        interval = f"[{a.interval_90[0]:.3f}, {a.interval_90[1]:.3f}]" if a.interval_90 else ""
+        print(f"  {name:{width}s}  {a.mi_nats:7.3f}  {interval}")
+    return 0
+
+
+def _pairwise(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from model.estimator import Estimator
+    from model.validation import InputError
+
+    table, header = _load_table(args.table)
+    try:
+        result = Estimator.load(args.checkpoint).pairwise(table, method=args.method, columns=header)
+    except InputError as err:
+        raise UserError(str(err)) from None
+    head = ",".join(["", *result.names])
+    outputs = {"": result.mi_nats, "_lower": result.lower, "_upper": result.upper}
+    for suffix, matrix in outputs.items():
+        rows = zip(result.names, matrix, strict=True)
+        lines = [head] + [",".join([name, *(f"{v:.6g}" for v in row)]) for name, row in rows]
+        if args.out:
+            out = Path(args.out)
+            out.with_name(out.stem + suffix + out.suffix).write_text("\n".join(lines) + "\n")
+        elif not suffix:
+            print("\n".join(lines))
+    if args.out:
+        print(f"wrote {args.out} (medians, nats) and its _lower / _upper 90 % bounds; diagonal NaN")
+    off = ~np.eye(len(result.names), dtype=bool)
+    print(f"{off.sum() // 2} pairs, median MI {np.nanmedian(result.mi_nats[off]):.3f} nats")
+    return 0
 
 
 def _read_pair(args: argparse.Namespace):
@@ -322,6 +379,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--k", type=int, default=None, help="KSG's neighbour count (--method ksg; default 5)")
     s.add_argument("--json", action="store_true", help="one JSON object, the same names as the HTTP answer")
     s.set_defaults(handler=_estimate)
+
+    m = sub.add_parser("screen", help="MI of every column of a table against a target, ranked, with intervals")
+    m.add_argument("table", help=".csv (header row names the columns), .npy or a one-array .npz")
+    m.add_argument("--target", required=True, help="target column(s): header names or indices from 0, comma-separated")
+    m.add_argument("--method", default="mist", choices=METHODS, help="mist (with intervals) or a baseline")
+    m.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the shipped one)")
+    m.add_argument("--json", action="store_true", help="one JSON object of answers by column, ranked")
+    m.set_defaults(handler=_screen)
+
+    w = sub.add_parser("pairwise", help="the matrix of MI between all pairs of columns of a table, with bounds")
+    w.add_argument("table", help=".csv (header row names the columns), .npy or a one-array .npz")
+    w.add_argument("--out", default=None, help="write the matrix here as CSV (+ _lower, _upper); else print it")
+    w.add_argument("--method", default="mist", choices=METHODS, help="mist (with bounds) or a baseline")
+    w.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the shipped one)")
+    w.set_defaults(handler=_pairwise)
 
     v = sub.add_parser("serve", help="serve the HTTP API (settings also from MIST_* environment variables)")
     v.add_argument("--host", default=None, help="interface to listen on (MIST_HOST; default 127.0.0.1)")

@@ -1,0 +1,86 @@
+"""Screening and pairwise MI: batched answers equal one-by-one answers, known truths, labels, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.screening import MAX_PAIRWISE_COLUMNS
+from model.validation import InputError
+
+RNG = np.random.default_rng(5)
+N = 600
+BASE = RNG.standard_normal((N, 1))
+TABLE = np.hstack([BASE + 0.5 * RNG.standard_normal((N, 1)), RNG.standard_normal((N, 1)),
+                   RNG.integers(0, 3, (N, 1)).astype(float), BASE])  # fmt: skip
+NAMES = ["noisy", "unrelated", "label", "base"]
+
+
+def test_screen_matches_one_estimate_per_column_and_ranks_by_dependence(shipped):
+    answers = shipped.screen(TABLE[:, :3], TABLE[:, 3], columns=NAMES[:3])
+    assert list(answers) == NAMES[:3]
+    for j, name in enumerate(NAMES[:3]):
+        alone = shipped.estimate(TABLE[:, [j]], TABLE[:, 3])
+        assert answers[name].mi_nats == pytest.approx(alone.mi_nats, abs=1e-5)  # batched pass, same answer
+        assert answers[name].interval_90 == pytest.approx(alone.interval_90, abs=1e-5)
+    assert answers["noisy"].mi_nats > 0.5 > answers["unrelated"].mi_nats  # truth ½ log 5 = 0.80 against 0
+    assert answers["unrelated"].interval_90[0] <= 0.05 and answers["label"].interval_90[0] <= 0.05
+
+
+def test_pairwise_is_symmetric_with_nan_diagonal_and_bounds_around_the_median(shipped):
+    result = shipped.pairwise(TABLE, columns=NAMES)
+    assert result.names == NAMES and result.mi_nats.shape == (4, 4)
+    assert np.isnan(np.diag(result.mi_nats)).all()
+    off = ~np.eye(4, dtype=bool)
+    assert np.array_equal(result.mi_nats[off], result.mi_nats.T[off])
+    assert (result.lower[off] <= result.mi_nats[off]).all() and (result.mi_nats[off] <= result.upper[off]).all()
+    truth = 0.5 * np.log(5)  # noisy against base
+    assert result.lower[0, 3] <= truth <= result.upper[0, 3]
+    ksg = shipped.pairwise(TABLE, method="ksg")
+    assert np.isnan(ksg.lower[off]).all() and ksg.mi_nats[0, 3] == pytest.approx(truth, abs=0.1)
+
+
+def test_a_dataframe_keeps_its_column_labels(shipped):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(TABLE, columns=NAMES)
+    assert shipped.pairwise(frame, method="gaussian_copula").names == NAMES
+    assert list(shipped.screen(frame[NAMES[:2]], frame["base"], method="gaussian_copula")) == NAMES[:2]
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda e: e.screen(TABLE, TABLE[:-1, 0]), "target"),  # a target of the wrong length
+        (lambda e: e.screen(np.array([["a", "b"]] * 20), TABLE[:20, 0]), "X"),  # not numbers
+        (lambda e: e.pairwise(np.zeros((20, MAX_PAIRWISE_COLUMNS + 1))), "X"),  # more columns than the limit
+        (lambda e: e.pairwise(TABLE[:, :1]), "X"),  # one column: no pair
+        (lambda e: e.pairwise(TABLE, columns=["a"]), "columns"),
+    ],
+)
+def test_bad_tables_name_the_field(shipped, call, field):
+    with pytest.raises(InputError) as info:
+        call(shipped)
+    assert info.value.field == field
+
+
+def test_an_all_constant_column_reads_exactly_zero(shipped):
+    table = np.hstack([TABLE[:, :1], np.ones((N, 1))])
+    assert shipped.pairwise(table).mi_nats[0, 1] == 0.0
+
+
+def test_cli_screen_and_pairwise(tmp_path: Path, capsys):
+    from mist.cli import main
+
+    path = tmp_path / "t.csv"
+    np.savetxt(path, TABLE, delimiter=",", header=",".join(NAMES), comments="")
+    assert main(["screen", str(path), "--target", "base", "--method", "gaussian_copula", "--json"]) == 0
+    ranked = list(json.loads(capsys.readouterr().out))
+    assert ranked[0] == "noisy" and set(ranked) == set(NAMES[:3])
+    assert main(["pairwise", str(path), "--method", "gaussian_copula", "--out", str(tmp_path / "mi.csv")]) == 0
+    lines = (tmp_path / "mi.csv").read_text().splitlines()
+    assert lines[0] == "," + ",".join(NAMES) and len(lines) == 5 and (tmp_path / "mi_lower.csv").exists()
+    assert main(["screen", str(path), "--target", "nope"]) == 2
+    assert "no column 'nope'" in capsys.readouterr().err

@@ -224,7 +224,9 @@ def attacks(url: str, port: int, cap: int, pid: int) -> dict:
     tied = rng.integers(0, 9, (1000, 10))
     ksg_batch = json.dumps({"method": "ksg", "items": [{"x": tied[:, :5].tolist(), "y": tied[:, 5:].tolist()}] * 100})
     tied = rng.integers(0, 9, (1562, 32))
-    past_deadline = json.dumps({"method": "ksg", "items": [{"x": tied.tolist(), "y": tied.tolist()}] * 30})
+    past_deadline = json.dumps(
+        {"method": "ksg", "items": [{"x": tied.tolist(), "y": tied.tolist()}] * 30}, separators=(",", ":")
+    )  # compact: 6 MB, under the 8 MiB cap
     return {
         "chunked 9 MiB, Content-Length 10": lambda: _raw(port, chunked_head, chunks),
         "npz bomb (256 MiB bool member)": lambda: _post(

@@ -22,7 +22,7 @@ from server.offload import Parsers
 from server.routes import request_schemas, router
 from server.settings import Settings
 
-JSON_ROUTES = ("/estimate", "/estimate/batch")
+JSON_ROUTES = ("/estimate", "/estimate/batch", "/estimate/screen", "/estimate/pairwise")
 
 
 def _document_request_bodies(app: FastAPI) -> None:

@@ -16,7 +16,15 @@ from pydantic import BaseModel, ValidationError
 
 from model.npz import read_npz_pair
 from model.validation import InputError, Limits
-from server.schemas import ARRAY_FIELDS, BatchRequest, EstimateOptions, EstimateRequest
+from server.schemas import (
+    ARRAY_FIELDS,
+    BatchRequest,
+    EstimateOptions,
+    EstimateRequest,
+    PairwiseRequest,
+    ScreenRequest,
+    TableOptions,
+)
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -52,10 +60,12 @@ def _json_body(body: bytes) -> dict[str, Any]:
     return obj
 
 
-def options(fields: dict[str, Any], request: type[BaseModel]) -> EstimateOptions:
-    """The non-array fields checked against :class:`EstimateOptions`; an error names the first bad field."""
+def options(
+    fields: dict[str, Any], request: type[BaseModel], model: type[EstimateOptions] = EstimateOptions
+) -> EstimateOptions:
+    """The non-array fields checked against ``model``; an error names the first bad field."""
     try:
-        return EstimateOptions.model_validate(fields)
+        return model.model_validate(fields)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
@@ -132,6 +142,32 @@ def batch_call(body: bytes, max_items: int, max_numbers: int) -> BatchCall:
     if call.numbers > max_numbers:
         raise InputError("items", f"the batch holds {call.numbers} numbers; at most {max_numbers}: split it")
     return call
+
+
+@dataclass(frozen=True)
+class TableCall:
+    """A screening (``target`` set) or pairwise request, parsed."""
+
+    x: np.ndarray
+    target: np.ndarray | None
+    options: TableOptions
+
+
+def screen_call(body: bytes) -> TableCall:
+    """``POST /estimate/screen``: a JSON :class:`ScreenRequest`."""
+    obj = _json_body(body)
+    x, target = obj.pop("x", None), obj.pop("target", None)
+    return TableCall(json_matrix(x, "x"), json_matrix(target, "target"), options(obj, ScreenRequest, TableOptions))
+
+
+def pairwise_call(body: bytes) -> TableCall:
+    """``POST /estimate/pairwise``: a JSON :class:`PairwiseRequest` (quantiles do not apply)."""
+    obj = _json_body(body)
+    x = obj.pop("x", None)
+    opts = options(obj, PairwiseRequest, TableOptions)
+    if opts.quantiles is not None:
+        raise InputError("quantiles", "pairwise answers the median and the 90 % bounds; omit quantiles")
+    return TableCall(json_matrix(x, "x"), None, opts)
 
 
 def npz_call(body: bytes, limits: Limits, quantiles: str | None, method: str, model: str) -> Call:

@@ -18,7 +18,19 @@ from model.cost import estimate_seconds
 from model.estimator import Estimate, Estimator
 from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS, InputError
 from server import errors, parsing
-from server.schemas import BatchRequest, BatchResponse, BatchResult, EstimateRequest, EstimateResponse, Method
+from server.schemas import (
+    BatchRequest,
+    BatchResponse,
+    BatchResult,
+    EstimateRequest,
+    EstimateResponse,
+    Method,
+    PairwiseRequest,
+    PairwiseResponse,
+    ScreenRequest,
+    ScreenResponse,
+    ScreenResult,
+)
 
 router = APIRouter()
 SCHEMA_REF = "#/components/schemas/{model}"
@@ -78,11 +90,35 @@ def _batch(call: parsing.BatchCall, est: Estimator, cancel: threading.Event) -> 
     return BatchResponse(results=results, seconds=time.perf_counter() - start)
 
 
-def _cost(call: parsing.Call | parsing.BatchCall) -> tuple[float, str]:
+def _screen(call: parsing.TableCall, est: Estimator, cancel: threading.Event) -> ScreenResponse:
+    start, opts = time.perf_counter(), call.options
+    answers = est.screen(call.x, call.target, method=opts.method, quantiles=opts.quantiles, columns=opts.columns)
+    ranked = sorted(answers.items(), key=lambda kv: -kv[1].mi_nats)
+    results = [ScreenResult(column=name, result=_response(a, 0)) for name, a in ranked]
+    return ScreenResponse(results=results, seconds=time.perf_counter() - start)
+
+
+def _pairwise(call: parsing.TableCall, est: Estimator, cancel: threading.Event) -> PairwiseResponse:
+    start, opts = time.perf_counter(), call.options
+    result = est.pairwise(call.x, method=opts.method, columns=opts.columns)
+
+    def rows(matrix: np.ndarray) -> list[list[float | None]]:
+        return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
+
+    return PairwiseResponse(columns=result.names, mi_nats=rows(result.mi_nats), lower=rows(result.lower),
+                            upper=rows(result.upper), seconds=time.perf_counter() - start)  # fmt: skip
+
+
+def _cost(call: parsing.Call | parsing.BatchCall | parsing.TableCall) -> tuple[float, str]:
     """Estimated seconds of work (:func:`model.cost.estimate_seconds`) and the field a refusal names."""
     method = call.options.method
     if isinstance(call, parsing.Call):
         return estimate_seconds(method, *_shape(call.x, call.y)), "x"
+    if isinstance(call, parsing.TableCall):
+        n, p = len(call.x), (call.x.shape[1] if call.x.ndim == 2 else 1)
+        if call.target is None:
+            return p * (p - 1) / 2 * estimate_seconds(method, n, 1, 1), "x"
+        return p * estimate_seconds(method, *_shape(call.x[:, :1] if call.x.ndim == 2 else call.x, call.target)), "x"
     pairs = [p for p in call.items if isinstance(p, tuple)]
     return sum(estimate_seconds(method, *_shape(x, y)) for x, y in pairs), "items"
 
@@ -126,7 +162,12 @@ JSON_BODY = {
 PROBLEMS = {code: {**JSON_BODY, "description": text} for code, text in errors.STATUS_TEXT.items()}
 
 
-REQUEST_MODELS = (EstimateRequest, BatchRequest)  # bodies parsed by server.parsing, not by FastAPI
+REQUEST_MODELS = (
+    EstimateRequest,
+    BatchRequest,
+    ScreenRequest,
+    PairwiseRequest,
+)  # bodies parsed by server.parsing, not by FastAPI
 
 
 def request_schemas() -> dict:
@@ -152,6 +193,20 @@ async def estimate_batch(request: Request, available: ModelsDep) -> BatchRespons
     settings = request.app.state.settings
     args = (await request.body(), settings.max_batch_items, settings.max_batch_numbers)
     return await _admit(request, available, parsing.batch_call, args, _batch)
+
+
+@router.post("/estimate/screen", response_model=ScreenResponse, responses=PROBLEMS,
+             openapi_extra=_body_doc(ScreenRequest))  # fmt: skip
+async def estimate_screen(request: Request, available: ModelsDep) -> ScreenResponse:
+    """I(x_j; target) for every column of a table, ranked, each with its interval."""
+    return await _admit(request, available, parsing.screen_call, (await request.body(),), _screen)
+
+
+@router.post("/estimate/pairwise", response_model=PairwiseResponse, responses=PROBLEMS,
+             openapi_extra=_body_doc(PairwiseRequest))  # fmt: skip
+async def estimate_pairwise(request: Request, available: ModelsDep) -> PairwiseResponse:
+    """The p × p matrix of I(x_i; x_j) with its 90 % bounds."""
+    return await _admit(request, available, parsing.pairwise_call, (await request.body(),), _pairwise)
 
 
 NPZ_SCHEMA = {"type": "string", "format": "binary", "description": "an .npz file holding arrays x (n × dx), y (n × dy)"}

@@ -28,6 +28,38 @@ class EstimateOptions(BaseModel):
     model: str = Field("default", description="a loaded model's name (GET /v1/models)")
 
 
+class TableOptions(EstimateOptions):
+    columns: list[str] | None = Field(None, description="names of x's columns (default: 0, 1, …)")
+
+
+class ScreenRequest(TableOptions):
+    x: list[list[float]] = Field(description="the table: n rows of p columns")
+    target: Matrix = Field(description="the target: n values, or n rows of several columns")
+
+
+class PairwiseRequest(TableOptions):
+    x: list[list[float]] = Field(description="the table: n rows of p columns; quantiles do not apply (the bounds "
+                                 "are the 90 % interval)")  # fmt: skip
+
+
+class ScreenResult(BaseModel):
+    column: str
+    result: EstimateResponse
+
+
+class ScreenResponse(BaseModel):
+    results: list[ScreenResult] = Field(description="one per column, ranked by mi_nats")
+    seconds: float
+
+
+class PairwiseResponse(BaseModel):
+    columns: list[str]
+    mi_nats: list[list[float | None]] = Field(description="p × p medians, nats; null on the diagonal")
+    lower: list[list[float | None]] = Field(description="5 % quantiles (null for a baseline)")
+    upper: list[list[float | None]] = Field(description="95 % quantiles (null for a baseline)")
+    seconds: float
+
+
 class EstimateRequest(EstimateOptions):
     x: Matrix = Field(description="n samples of X: a list of rows, or a flat list for one column")
     y: Matrix = Field(description="n samples of Y, same n as x")

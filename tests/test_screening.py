@@ -84,3 +84,36 @@ def test_cli_screen_and_pairwise(tmp_path: Path, capsys):
     assert lines[0] == "," + ",".join(NAMES) and len(lines) == 5 and (tmp_path / "mi_lower.csv").exists()
     assert main(["screen", str(path), "--target", "nope"]) == 2
     assert "no column 'nope'" in capsys.readouterr().err
+
+
+def test_http_screen_and_pairwise(shipped):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    with TestClient(create_app(Settings(parse_workers=0), estimator=shipped)) as client:
+        body = {"x": TABLE[:, :3].tolist(), "target": TABLE[:, 3].tolist(), "columns": NAMES[:3]}
+        r = client.post("/estimate/screen", json=body)
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        columns = [res["column"] for res in results]
+        assert columns[0] == "noisy" and set(columns) == set(NAMES[:3])  # ranked by mi_nats
+        alone = shipped.estimate(TABLE[:, [0]], TABLE[:, 3])
+        assert results[0]["result"]["mi_nats"] == pytest.approx(alone.mi_nats, abs=1e-5)
+        r = client.post("/estimate/pairwise", json={"x": TABLE.tolist(), "columns": NAMES, "method": "ksg"})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["columns"] == NAMES and answer["mi_nats"][0][0] is None and answer["lower"][0][3] is None
+        assert answer["mi_nats"][0][3] == pytest.approx(answer["mi_nats"][3][0])
+        refusals = [
+            ("/estimate/screen", {**body, "target": TABLE[:-1, 3].tolist()}, "target"),
+            ("/estimate/pairwise", {"x": TABLE.tolist(), "quantiles": [0.5]}, "quantiles"),
+            ("/estimate/pairwise", {"x": TABLE.tolist(), "bogus": 1}, "bogus"),
+            ("/estimate/pairwise", {"x": np.zeros((20_000, 60)).tolist()}, "x"),  # 1770 pairs at n = 20 000
+        ]
+        for path, payload, field in refusals:
+            r = client.post(path, json=payload)
+            assert r.status_code == 422 and r.json()["field"] == field, (path, r.text)
+        spec = client.get("/openapi.json").json()
+        assert {"ScreenRequest", "PairwiseRequest"} <= set(spec["components"]["schemas"])

@@ -250,16 +250,11 @@ def _estimate(args: argparse.Namespace) -> int:
     import json
 
     from model.estimator import Estimator, estimate_baseline
-    from model.validation import InputError
+    from model.validation import InputError, parse_levels
 
     x, y = _read_pair(args)
-    levels = None
-    if args.quantiles is not None:
-        try:
-            levels = [float(q) for q in args.quantiles.split(",")]
-        except ValueError:
-            raise UserError(f"--quantiles must be comma-separated numbers, got {args.quantiles!r}") from None
     try:
+        levels = parse_levels(args.quantiles)
         if args.method == "mist":  # only the network needs torch and a checkpoint
             if args.k is not None:
                 raise UserError("--k is KSG's neighbour count; use it with --method ksg")
@@ -380,20 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON object, the same names as the HTTP answer")
     s.set_defaults(handler=_estimate)
 
-    m = sub.add_parser("screen", help="MI of every column of a table against a target, ranked, with intervals")
-    m.add_argument("table", help=".csv (header row names the columns), .npy or a one-array .npz")
-    m.add_argument("--target", required=True, help="target column(s): header names or indices from 0, comma-separated")
-    m.add_argument("--method", default="mist", choices=METHODS, help="mist (with intervals) or a baseline")
-    m.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the shipped one)")
-    m.add_argument("--json", action="store_true", help="one JSON object of answers by column, ranked")
-    m.set_defaults(handler=_screen)
+    def table_command(name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
+        t = sub.add_parser(name, help=help_text)
+        t.add_argument("table", help=".csv (header row names the columns), .npy or a one-array .npz")
+        t.add_argument("--method", default="mist", choices=METHODS, help="mist (with intervals) or a baseline")
+        t.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the shipped one)")
+        t.set_defaults(handler=handler)
+        return t
 
-    w = sub.add_parser("pairwise", help="the matrix of MI between all pairs of columns of a table, with bounds")
-    w.add_argument("table", help=".csv (header row names the columns), .npy or a one-array .npz")
+    m = table_command("screen", "MI of every column of a table against a target, ranked, with intervals", _screen)
+    m.add_argument("--target", required=True, help="target column(s): header names or indices from 0, comma-separated")
+    m.add_argument("--json", action="store_true", help="one JSON object of answers by column, ranked")
+    w = table_command("pairwise", "the matrix of MI between all pairs of columns of a table, with bounds", _pairwise)
     w.add_argument("--out", default=None, help="write the matrix here as CSV (+ _lower, _upper); else print it")
-    w.add_argument("--method", default="mist", choices=METHODS, help="mist (with bounds) or a baseline")
-    w.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the shipped one)")
-    w.set_defaults(handler=_pairwise)
 
     v = sub.add_parser("serve", help="serve the HTTP API (settings also from MIST_* environment variables)")
     v.add_argument("--host", default=None, help="interface to listen on (MIST_HOST; default 127.0.0.1)")

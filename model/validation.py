@@ -105,6 +105,16 @@ def validate_pair(x, y, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarr
     return robust_rescale(x), robust_rescale(y)
 
 
+def parse_levels(text: str | None) -> list[float] | None:
+    """Quantile levels written as comma-separated numbers (a query parameter, a CLI flag); None stays None."""
+    if text is None:
+        return None
+    try:
+        return [float(q) for q in text.split(",")]
+    except ValueError:
+        raise InputError("quantiles", f"must be comma-separated numbers, got {text!r:.40}") from None
+
+
 def validate_quantiles(quantiles: Sequence[float], low: float, high: float) -> tuple[float, ...]:
     """Quantile levels must lie in the network's grid range [low, high] (interpolated between grid points)."""
     qs = tuple(float(q) for q in quantiles)

@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from model.npz import read_npz_pair
-from model.validation import InputError, Limits
+from model.validation import InputError, Limits, parse_levels
 from server.schemas import (
     ARRAY_FIELDS,
     BatchRequest,
@@ -173,12 +173,6 @@ def pairwise_call(body: bytes) -> TableCall:
 def npz_call(body: bytes, limits: Limits, quantiles: str | None, method: str, model: str) -> Call:
     """``POST /estimate/npz``: the body is an ``.npz`` of ``x`` and ``y``; options come as query parameters
     (``quantiles`` comma-separated)."""
-    levels = None
-    if quantiles is not None:
-        try:
-            levels = [float(q) for q in quantiles.split(",")]
-        except ValueError:
-            raise InputError("quantiles", "must be comma-separated numbers") from None
-    opts = options({"quantiles": levels, "method": method, "model": model}, EstimateOptions)
+    opts = options({"quantiles": parse_levels(quantiles), "method": method, "model": model}, EstimateOptions)
     x, y = read_npz_pair(body, limits)
     return Call(x, y, opts)

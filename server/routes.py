@@ -118,7 +118,8 @@ def _cost(call: parsing.Call | parsing.BatchCall | parsing.TableCall) -> tuple[f
         n, p = len(call.x), (call.x.shape[1] if call.x.ndim == 2 else 1)
         if call.target is None:
             return p * (p - 1) / 2 * estimate_seconds(method, n, 1, 1), "x"
-        return p * estimate_seconds(method, *_shape(call.x[:, :1] if call.x.ndim == 2 else call.x, call.target)), "x"
+        _, _, dt = _shape(call.x, call.target)
+        return p * estimate_seconds(method, n, 1, dt), "x"
     pairs = [p for p in call.items if isinstance(p, tuple)]
     return sum(estimate_seconds(method, *_shape(x, y)) for x, y in pairs), "items"
 

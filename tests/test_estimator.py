@@ -150,6 +150,13 @@ def test_cli_estimate_reads_the_service_npz_csv_with_header_and_names_bad_files(
     assert json.loads(capsys.readouterr().out)["method"] == "ksg"
     assert main(["estimate", str(tmp_path / "xy.npz"), "--method", "ksg", "--quantiles", "0.5"]) == 2
     assert "--quantiles needs --method mist" in capsys.readouterr().err
+    assert main(["estimate", str(tmp_path / "xy.npz"), "--quantiles", "0.1,half"]) == 2
+    assert "quantiles: must be comma-separated numbers" in capsys.readouterr().err
+    for k in ("0", "300"):  # k must lie in [1, n - 1]
+        assert main(["estimate", str(tmp_path / "xy.npz"), "--method", "ksg", "--k", k]) == 2
+        assert "k: must lie in [1, n - 1]" in capsys.readouterr().err
+    assert main(["estimate", str(tmp_path / "xy.npz"), "--k", "3"]) == 2
+    assert "--k is KSG's neighbour count" in capsys.readouterr().err
     (tmp_path / "bad.csv").write_text("a,b\n1,x\n")
     assert main(["estimate", "--x", str(tmp_path / "bad.csv"), "--y", str(tmp_path / "y.csv")]) == 2
     assert "bad.csv" in capsys.readouterr().err

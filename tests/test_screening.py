@@ -110,6 +110,9 @@ def test_http_screen_and_pairwise(shipped):
             ("/estimate/screen", {**body, "target": TABLE[:-1, 3].tolist()}, "target"),
             ("/estimate/pairwise", {"x": TABLE.tolist(), "quantiles": [0.5]}, "quantiles"),
             ("/estimate/pairwise", {"x": TABLE.tolist(), "bogus": 1}, "bogus"),
+            ("/estimate/pairwise", {"x": TABLE.tolist(), "columns": ["a"]}, "columns"),
+            ("/estimate/screen", {**body, "target": None}, "target"),
+            ("/estimate/screen", {**body, "x": [["a", 1]] * 20}, "x[0][0]"),
             ("/estimate/pairwise", {"x": np.zeros((20_000, 60)).tolist()}, "x"),  # 1770 pairs at n = 20 000
         ]
         for path, payload, field in refusals:

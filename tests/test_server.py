@@ -61,6 +61,9 @@ def test_npz_upload(client):
     np.savez(buf, x=X, y=Y)
     r = client.post("/estimate/npz", content=buf.getvalue(), headers={"content-type": "application/octet-stream"})
     assert r.status_code == 200 and r.json()["n"] == 200
+    r = client.post("/estimate/npz?quantiles=0.1,x", content=buf.getvalue(),
+                    headers={"content-type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 422 and r.json()["field"] == "quantiles"
 
 
 BAD = [

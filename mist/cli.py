@@ -153,6 +153,7 @@ def _screen(args: argparse.Namespace) -> int:
     import json
 
     from model.estimator import Estimator
+    from model.screening import ranked
     from model.validation import InputError
 
     table, header = _load_table(args.table)
@@ -164,13 +165,13 @@ def _screen(args: argparse.Namespace) -> int:
                                                          columns=[names[j] for j in features])  # fmt: skip
     except InputError as err:
         raise UserError(str(err)) from None
-    ranked = sorted(answers.items(), key=lambda kv: -kv[1].mi_nats)
+    order = ranked(answers)
     if args.json:
-        print(json.dumps({name: a.to_dict() for name, a in ranked}))
+        print(json.dumps({name: a.to_dict() for name, a in order}))
         return 0
     print(f"I(column; {', '.join(names[j] for j in target)}) in nats, ranked ({args.method}, n={len(table)})")
-    width = max(len(name) for name, _ in ranked)
-    for name, a in ranked:
+    width = max(len(name) for name, _ in order)
+    for name, a in order:
         interval = f"[{a.interval_90[0]:.3f}, {a.interval_90[1]:.3f}]" if a.interval_90 else ""
         print(f"  {name:{width}s}  {a.mi_nats:7.3f}  {interval}")
     return 0

@@ -59,6 +59,11 @@ def screen(
     return dict(zip(names, answers, strict=True))
 
 
+def ranked(answers: dict[str, Estimate]) -> list[tuple[str, Estimate]]:
+    """Screening answers, most informative column first."""
+    return sorted(answers.items(), key=lambda kv: -kv[1].mi_nats)
+
+
 def pairwise(est: Estimator, X: Any, *, method: str = "mist", columns: Sequence[str] | None = None) -> PairwiseMI:
     """I(X_i; X_j) for every pair of columns of ``X``."""
     table, names = _table(X, columns, "X")

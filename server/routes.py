@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from model.cost import estimate_seconds
 from model.estimator import Estimate, Estimator
+from model.screening import ranked
 from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS, InputError
 from server import errors, parsing
 from server.schemas import (
@@ -93,8 +94,7 @@ def _batch(call: parsing.BatchCall, est: Estimator, cancel: threading.Event) -> 
 def _screen(call: parsing.TableCall, est: Estimator, cancel: threading.Event) -> ScreenResponse:
     start, opts = time.perf_counter(), call.options
     answers = est.screen(call.x, call.target, method=opts.method, quantiles=opts.quantiles, columns=opts.columns)
-    ranked = sorted(answers.items(), key=lambda kv: -kv[1].mi_nats)
-    results = [ScreenResult(column=name, result=_response(a, 0)) for name, a in ranked]
+    results = [ScreenResult(column=name, result=_response(a, 0)) for name, a in ranked(answers)]
     return ScreenResponse(results=results, seconds=time.perf_counter() - start)
 
 

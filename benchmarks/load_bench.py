@@ -86,7 +86,7 @@ async def run_level(url: str, bodies: list[bytes], requests: int, concurrency: i
 def parse_timings(n: int = 10_000, d: int = 32, reps: int = 5) -> dict:
     """Server-side cost of reading one large request: the service's paths (orjson to numpy; header-checked .npz)
     against validating the JSON into nested pydantic lists (the 0.1 service's path), in the same run."""
-    from model.npz import read_npz_pair
+    from model.npz import read_npz
     from model.validation import Limits
     from server.parsing import estimate_call
     from server.schemas import EstimateRequest
@@ -106,7 +106,7 @@ def parse_timings(n: int = 10_000, d: int = 32, reps: int = 5) -> dict:
         estimate_call(as_json)
 
     def parse_npz() -> None:
-        read_npz_pair(as_npz, Limits())
+        read_npz(as_npz, Limits())
 
     out = {"n": n, "d": d, "json_bytes": len(as_json), "npz_bytes": len(as_npz)}
     for name, fn in (("pydantic_json", parse_pydantic), ("json", parse_json), ("npz", parse_npz)):

@@ -205,23 +205,39 @@ def _pairwise(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_pair(args: argparse.Namespace):
+def _read_arrays(args: argparse.Namespace):
+    """``(x, y, z)`` from DATA (an .npz with x, y and optionally z) or from --x, --y (and --z); z may be None."""
+    z_file = getattr(args, "z", None)
     if args.data and (args.x or args.y):
         raise UserError("give either DATA (.npz with x and y) or --x and --y, not both")
     if args.data:
-        from model.npz import read_npz_pair
+        from model.npz import read_npz
         from model.validation import InputError, Limits
 
         try:
             with open(args.data, "rb") as f:
-                return read_npz_pair(f.read(), Limits())
+                x, y, z = read_npz(f.read(), Limits())
         except OSError as err:
             raise UserError(f"{args.data}: {err.strerror}") from None
         except InputError as err:
             raise UserError(f"{args.data}: {err}") from None
+        if z is not None and z_file:
+            raise UserError(f"{args.data} holds z already; drop --z")
+        return x, y, (_load_array(z_file, None) if z_file else z)
     if not (args.x and args.y):
         raise UserError("give DATA (.npz with arrays x and y, as POST /estimate/npz takes) or both --x and --y")
-    return _load_array(args.x, args.x_cols), _load_array(args.y, args.y_cols)
+    return (
+        _load_array(args.x, args.x_cols),
+        _load_array(args.y, args.y_cols),
+        (_load_array(z_file, None) if z_file else None),
+    )
+
+
+def _read_pair(args: argparse.Namespace):
+    x, y, z = _read_arrays(args)
+    if z is not None:
+        raise UserError("this command estimates I(X; Y): z does not apply")
+    return x, y
 
 
 def _adapt(args: argparse.Namespace) -> int:
@@ -250,32 +266,52 @@ def _adapt(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     import json
 
-    from model.estimator import Estimator, estimate_baseline
+    from model.estimator import Estimator, estimate_baseline, estimate_conditional_baseline
     from model.validation import InputError, parse_levels
 
-    x, y = _read_pair(args)
+    x, y, z = _read_arrays(args)
     try:
         levels = parse_levels(args.quantiles)
         if args.method == "mist":  # only the network needs torch and a checkpoint
             if args.k is not None:
                 raise UserError("--k is KSG's neighbour count; use it with --method ksg")
-            est = Estimator.load(args.checkpoint).estimate(x, y, quantiles=levels)
+            net = Estimator.load(args.checkpoint)
+            est = net.estimate(x, y, quantiles=levels) if z is None else net.conditional(x, y, z, quantiles=levels)
         else:
             if levels is not None:
                 raise UserError(f"--quantiles needs --method mist: {args.method} gives a point estimate")
-            est = estimate_baseline(x, y, args.method, k=args.k)
+            if z is None:
+                est = estimate_baseline(x, y, args.method, k=args.k)
+            elif args.k is not None:
+                raise UserError("--k is KSG's neighbour count; it does not apply with --z")
+            else:
+                est = estimate_conditional_baseline(x, y, z, args.method)
     except InputError as err:
         raise UserError(str(err)) from None
     if args.json:
         print(json.dumps(est.to_dict()))
     else:
-        line = f"I(X;Y) = {est.mi_nats:.4f} nats ({est.mi_bits:.4f} bits)"
-        line += f"  [{args.method}, n={est.n}, dx={est.dx}, dy={est.dy}]"
+        what = "I(X;Y)" if z is None else "I(X;Y|Z)"
+        line = f"{what} = {est.mi_nats:.4f} nats ({est.mi_bits:.4f} bits)"
+        line += f"  [{args.method}, n={est.n}, dx={est.dx}, dy={est.dy}" + (f", dz={est.dz}]" if z is not None else "]")
         if est.interval_90:
             line += f"\n90% interval: [{est.interval_90[0]:.4f}, {est.interval_90[1]:.4f}] nats"
         if levels is not None:
             line += "\nquantiles: " + ", ".join(f"{q}: {v:.4f}" for q, v in est.quantiles.items())
         print(line)
+    return 0
+
+
+def _calibrate_cmi(args: argparse.Namespace) -> int:
+    from model.assets import resolve
+    from model.training.calibrate import calibrate_checkpoint
+
+    if args.tasks < 20:
+        raise UserError("--tasks must be >= 20 (the 5 % and 95 % offsets need at least that many)")
+    if not resolve(args.checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {args.checkpoint}")
+    out = calibrate_checkpoint(args.checkpoint, args.tasks, progress=not args.quiet)
+    print(f"wrote {out}")
     return 0
 
 
@@ -361,14 +397,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.set_defaults(handler=_adapt)
 
-    s = sub.add_parser("estimate", help="estimate I(X;Y) for arrays in files (rows = samples)")
-    s.add_argument("data", nargs="?", help=".npz holding arrays x and y (the body POST /estimate/npz takes)")
+    s = sub.add_parser("estimate", help="estimate I(X;Y), or I(X;Y|Z) with --z, for arrays in files (rows = samples)")
+    s.add_argument(
+        "data", nargs="?", help=".npz holding arrays x and y, and z to condition on (the body POST /estimate/npz takes)"
+    )
     s.add_argument("--x", help="X alone: .npy, .csv (header row allowed) or a one-array .npz")
     s.add_argument("--y", help="Y alone, same formats (may be the same file as --x, with other columns)")
     s.add_argument(
         "--x-cols", default=None, help="columns of --x to use: indices from 0 or CSV header names, comma-separated"
     )
     s.add_argument("--y-cols", default=None, help="columns of --y to use, like --x-cols")
+    s.add_argument(
+        "--z",
+        default=None,
+        help="Z to condition on, same formats: estimates I(X;Y|Z) (--method mist, frenzel_pompe or gaussian_copula)",
+    )
     s.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the shipped one)")
     s.add_argument("--method", default="mist", choices=METHODS, help="mist (with an interval) or a baseline")
     s.add_argument("--quantiles", default=None, help="levels to report, comma-separated (mist only), e.g. 0.1,0.5,0.9")
@@ -389,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="one JSON object of answers by column, ranked")
     w = table_command("pairwise", "the matrix of MI between all pairs of columns of a table, with bounds", _pairwise)
     w.add_argument("--out", default=None, help="write the matrix here as CSV (+ _lower, _upper); else print it")
+
+    c = sub.add_parser("calibrate-cmi", help="calibrate a checkpoint's I(X;Y|Z) intervals and CI test on CMI tasks")
+    c.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the checkpoint; writes its .cmi.json beside it")
+    c.add_argument("--tasks", type=int, default=600, help="calibration tasks (the CI test's nulls are ~40 %% of them)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(handler=_calibrate_cmi)
 
     v = sub.add_parser("serve", help="serve the HTTP API (settings also from MIST_* environment variables)")
     v.add_argument("--host", default=None, help="interface to listen on (MIST_HOST; default 127.0.0.1)")

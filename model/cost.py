@@ -31,3 +31,13 @@ def estimate_seconds(method: str, n: int, dx: int, dy: int) -> float:
     if method == "ksg":
         return KSG_SCALE_S * n**KSG_ROW_POWER * d**KSG_DIM_POWER
     return PLUG_IN_BASE_S + PLUG_IN_PER_SORTED_CELL_S * n * d * math.log(max(n, 2))
+
+
+def conditional_seconds(method: str, n: int, dx: int, dy: int, dz: int) -> float:
+    """Predicted seconds of one I(X; Y | Z): mist's four chain-rule terms, Frenzel–Pompe's one kNN search in
+    all dx + dy + dz dims (costed like KSG's), the copula's two plug-ins."""
+    if method == "mist":
+        return sum(estimate_seconds("mist", n, a, b) for a, b in ((dx, dy + dz), (dy, dx + dz), (dx, dz), (dy, dz)))
+    if method == "frenzel_pompe":
+        return estimate_seconds("ksg", n, dx, dy + dz)
+    return 2 * estimate_seconds(method, n, dx, dy + dz)

@@ -3,6 +3,8 @@
     est = Estimator.load()                  # the shipped checkpoint
     result = est.estimate(x, y)             # median, quantiles, 90 % interval
     results = est.estimate_batch([(x1, y1), (x2, y2)])
+    cmi = est.conditional(x, y, z)          # I(X; Y | Z), calibrated on CMI tasks (model.conditional)
+    test = est.ci_test(x, y, z, alpha=0.05) # X ⫫ Y | Z ?
 
 Constant columns carry no information: their Gaussian scores are all 0 and they contribute nothing. Ties get
 average ranks. Requested quantiles are interpolated linearly between the network's grid levels.
@@ -20,6 +22,7 @@ import numpy as np
 
 from model import baselines
 from model.assets import DEFAULT_CHECKPOINT, resolve
+from model.conditional import Calibration, Combined, chain_pairs, combine
 from model.ties import tie_broken_ranks
 from model.validation import (
     DEFAULT_QUANTILES,
@@ -29,6 +32,7 @@ from model.validation import (
     check_work,
     validate_pair,
     validate_quantiles,
+    validate_triple,
 )
 
 LN2 = float(np.log(2.0))
@@ -50,6 +54,7 @@ class Estimate:
     dx: int = 0
     dy: int = 0
     checkpoint_version: str = ""
+    dz: int = 0  # the conditioning set's dims: 0 for I(X; Y), more for I(X; Y | Z)
 
     @property
     def mi_bits(self) -> float:
@@ -92,6 +97,36 @@ def estimate_baseline(x, y, method: str, limits: Limits = Limits(), k: int | Non
     return Estimate(method, value, n=len(x), dx=x.shape[1], dy=y.shape[1])
 
 
+def estimate_conditional_baseline(x, y, z, method: str, limits: Limits = Limits()) -> Estimate:
+    """A classical I(X; Y | Z) estimator (:data:`model.baselines.CONDITIONAL_BASELINES`), a point estimate."""
+    check_method(method, conditional=True)
+    if method == "mist":
+        raise InputError("method", "mist needs a checkpoint: use Estimator.load().conditional")
+    x, y, z = validate_triple(x, y, z, limits)
+    check_work(method, x, np.hstack([y, z]))
+    value = float(baselines.CONDITIONAL_BASELINES[method](x, y, z))
+    return Estimate(method, value, n=len(x), dx=x.shape[1], dy=y.shape[1], dz=z.shape[1])
+
+
+@dataclass
+class CITest:
+    """A conditional-independence test: ``dependent`` when ``p_value`` ≤ ``alpha``."""
+
+    dependent: bool
+    p_value: float
+    alpha: float
+    estimate: Estimate
+
+    def to_dict(self) -> dict:
+        return {"dependent": self.dependent, "p_value": self.p_value, "alpha": self.alpha,
+                "estimate": self.estimate.to_dict()}  # fmt: skip
+
+
+def calibration_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's CMI calibration lives: beside it, ``<name>.cmi.json``."""
+    return Path(checkpoint).with_suffix(".cmi.json")
+
+
 def default_checkpoint_path() -> Path:
     """``MIST_CHECKPOINT`` if set, else the shipped checkpoint."""
     return resolve(os.environ.get("MIST_CHECKPOINT", DEFAULT_CHECKPOINT))
@@ -100,7 +135,7 @@ def default_checkpoint_path() -> Path:
 class Estimator:
     """A loaded checkpoint: estimates MI quantiles for samples of any supported shape."""
 
-    def __init__(self, ckpt: dict, limits: Limits = Limits()):
+    def __init__(self, ckpt: dict, limits: Limits = Limits(), calibration: Calibration | None = None):
         from model.checkpoint import network_from_checkpoint  # torch is imported only with a network
 
         self.network = network_from_checkpoint(ckpt)
@@ -114,12 +149,15 @@ class Estimator:
         # The network answers only inside the dims it was trained on (0.2 outside them was measured confidently
         # wrong); 0.3 trains on 1..64 per side and on n down to 10, below dx + dy included.
         self.trained_max_dim = max([dims[k]["high"] for k in ("dx", "dy") if k in dims] or [limits.max_dim])
+        self.calibration = calibration  # for conditional MI; None: conditional() explains how to make one
 
     @classmethod
     def load(cls, path: str | Path | None = None, limits: Limits = Limits()) -> Estimator:
         from model.checkpoint import load_checkpoint
 
-        return cls(load_checkpoint(resolve(path) if path else default_checkpoint_path()), limits)
+        path = resolve(path) if path else default_checkpoint_path()
+        cal = calibration_path(path)
+        return cls(load_checkpoint(path), limits, Calibration.load(cal) if cal.is_file() else None)
 
     def grid_quantiles(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """The network's quantiles on its grid for a batch of validated pairs of one shape, ``(B, n, dx)`` and
@@ -139,10 +177,12 @@ class Estimator:
             (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version,
         )  # fmt: skip
 
-    def check_request(self, quantiles: Sequence[float] | None, method: str) -> tuple[float, ...]:
+    def check_request(
+        self, quantiles: Sequence[float] | None, method: str, conditional: bool = False
+    ) -> tuple[float, ...]:
         """The quantile levels a request will be answered at (:data:`DEFAULT_QUANTILES` when it names none). The
         baselines answer no quantiles, so naming levels with a baseline is refused rather than ignored."""
-        check_method(method)
+        check_method(method, conditional)
         if method != "mist":
             if quantiles is not None:
                 raise InputError("quantiles", f"{method} gives a point estimate without quantiles; omit quantiles, "
@@ -154,6 +194,46 @@ class Estimator:
         """Estimate I(X; Y) in nats for one sample (rows are samples); see :meth:`check_request` for
         ``quantiles`` and ``method``."""
         return self.estimate_batch([(x, y)], quantiles, method)[0]
+
+    def conditional(self, x, y, z, quantiles: Sequence[float] | None = None, method: str = "mist") -> Estimate:
+        """Estimate I(X; Y | Z) in nats (:mod:`model.conditional`): rows are samples; ``mi_nats`` is the median,
+        the quantiles are calibrated on CMI tasks. ``method`` may also be a baseline of
+        :data:`model.baselines.CONDITIONAL_BASELINES` (a point estimate)."""
+        qs = self.check_request(quantiles, method, conditional=True)
+        if method != "mist":
+            return estimate_conditional_baseline(x, y, z, method, self.limits)
+        return self._conditional(x, y, z, qs)[0]
+
+    def ci_test(self, x, y, z, alpha: float = 0.05) -> CITest:
+        """Test X ⫫ Y | Z: the p-value is conformal against the calibration's null tasks (I(X; Y | Z) = 0), so
+        on tasks like them the false-positive rate is at most ``alpha``."""
+        if not 0.0 < alpha < 1.0:
+            raise InputError("alpha", f"must lie in (0, 1), got {alpha}")
+        estimate, c = self._conditional(x, y, z, DEFAULT_QUANTILES)
+        p = self._checked_calibration().null_level(c)
+        return CITest(p <= alpha, p, alpha, estimate)
+
+    def chain_rule(self, x, y, z) -> Combined:
+        """The uncalibrated chain-rule combination of the network's MI terms (:func:`model.conditional.combine`);
+        what :func:`model.training.calibrate.calibrate` fits the offsets on."""
+        return combine(np.stack(self._grids(chain_pairs(*validate_triple(x, y, z, self.limits)))), self.grid)
+
+    def _conditional(self, x, y, z, qs: tuple[float, ...]) -> tuple[Estimate, Combined]:
+        x, y, z = validate_triple(x, y, z, self.limits)
+        cal = self._checked_calibration()
+        c = self.chain_rule(x, y, z)
+        values, (lo, hi) = cal.quantiles(c, qs), cal.quantiles(c, (0.05, 0.95))
+        answer = Estimate("mist", c.median, {quantile_key(q): float(v) for q, v in zip(qs, values, strict=True)},
+                          (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version, z.shape[1])  # fmt: skip
+        return answer, c
+
+    def _checked_calibration(self) -> Calibration:
+        if self.calibration is None or self.calibration.checkpoint_version != self.version:
+            found = "none" if self.calibration is None else f"one for {self.calibration.checkpoint_version}"
+            raise InputError("z", f"checkpoint {self.version} has no CMI calibration ({found}): run "
+                             "`mist calibrate-cmi --checkpoint PATH` to write PATH's .cmi.json, or use "
+                             "method=frenzel_pompe")  # fmt: skip
+        return self.calibration
 
     def screen(self, X, target, *, method: str = "mist", quantiles: Sequence[float] | None = None,
                columns: Sequence[str] | None = None) -> dict[str, Estimate]:  # fmt: skip
@@ -186,10 +266,14 @@ class Estimator:
         if method != "mist":
             return [estimate_baseline(x, y, method, self.limits) for x, y in pairs]
         checked = [validate_pair(x, y, self.limits) for x, y in pairs]
-        used = []
         for x, y in checked:
             self._check_trained_range(x, y)
-            used.append((_drop_constant_columns(x), _drop_constant_columns(y)))
+        return [self._answer(g, qs, x, y) for g, (x, y) in zip(self._grids(checked), checked, strict=True)]
+
+    def _grids(self, checked: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """The network's grid quantiles for validated pairs; pairs of one shape (after constant columns are
+        dropped) share forward passes of up to :data:`BATCH_CELLS` numbers."""
+        used = [(_drop_constant_columns(x), _drop_constant_columns(y)) for x, y in checked]
         grids: list[np.ndarray] = [np.zeros(len(self.grid))] * len(checked)  # a constant side: exactly 0
         shapes: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for i, (xu, yu) in enumerate(used):
@@ -203,4 +287,4 @@ class Estimator:
                 out = self.grid_quantiles(np.stack([r[0] for r in ranked]), np.stack([r[1] for r in ranked]))
                 for i, grid_q in zip(part, out, strict=True):
                     grids[i] = grid_q
-        return [self._answer(g, qs, x, y) for g, (x, y) in zip(grids, checked, strict=True)]
+        return grids

@@ -1,5 +1,6 @@
-"""User ``.npz`` files (arrays ``x`` and ``y``) read defensively: every member's header is checked before anything
-inflates, and every failure is an :class:`InputError` in words, never a Python internal."""
+"""User ``.npz`` files (arrays ``x`` and ``y``, and ``z`` to condition on) read defensively: every member's header
+is checked before anything inflates, and every failure is an :class:`InputError` in words, never a Python
+internal."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _member(archive: zipfile.ZipFile, name: str, limits: Limits) -> np.ndarray:
     try:
         info = archive.getinfo(field)
     except KeyError:
-        raise InputError("body", "the .npz must contain arrays named 'x' and 'y'") from None
+        raise InputError("body", "the .npz must contain arrays named 'x' and 'y' (and 'z' to condition on)") from None
     max_bytes = limits.max_cells * 8 + HEADER_SLACK
     if info.file_size > max_bytes:
         raise InputError(field, f"inflates to {info.file_size} bytes; at most {max_bytes} are accepted")
@@ -61,11 +62,13 @@ def _member(archive: zipfile.ZipFile, name: str, limits: Limits) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def read_npz_pair(body: bytes, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` and ``y`` from the bytes of an ``.npz`` file, with every member checked before it is inflated."""
+def read_npz(body: bytes, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``x``, ``y`` and ``z`` (None when absent) from the bytes of an ``.npz`` file, with every member checked
+    before it is inflated."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(body))
     except Exception:
         raise InputError("body", "is not a readable .npz file (a zip of .npy arrays x and y)") from None
     with archive:
-        return _member(archive, "x", limits), _member(archive, "y", limits)
+        z = _member(archive, "z", limits) if "z.npy" in archive.namelist() else None
+        return _member(archive, "x", limits), _member(archive, "y", limits), z

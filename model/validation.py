@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("mist", "ksg", "gaussian", "gaussian_copula")  # the network, then the baselines of model.baselines
+METHODS = ("mist", "ksg", "gaussian", "gaussian_copula", "frenzel_pompe")  # the network, then model.baselines
+CONDITIONAL_METHODS = ("mist", "frenzel_pompe", "gaussian_copula")  # those that estimate I(X; Y | Z)
 MIN_N = 10
 MAX_N = 1_000_000  # the network reads chunk statistics: 1.9 s at n = 10⁶, 2 + 2 dims (cost_bench.py)
 MAX_CELLS = 2**24  # n · (dx + dy): bounds memory (134 MB per float64 copy) and time, whatever the shape
@@ -33,7 +34,7 @@ class InputError(ValueError):
 
 # Work budget per method, in cells n · (dx + dy): KSG's k-d trees slow down steeply with dimension (measured:
 # 2 s at n = 2000, d = 32 + 32; 50 s at n = 20 000, d = 10 + 10), the others stay fast at the shape limits.
-WORK_LIMITS = {"ksg": 100_000}
+WORK_LIMITS = {"ksg": 100_000, "frenzel_pompe": 100_000}
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,15 @@ class Limits:
     max_dim: int = MAX_DIM
 
 
-def check_method(method: str) -> None:
+def check_method(method: str, conditional: bool = False) -> None:
+    """``method`` must be known, and estimate what is asked: I(X; Y) or, with ``conditional``, I(X; Y | Z)."""
     if method not in METHODS:
         raise InputError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if conditional and method not in CONDITIONAL_METHODS:
+        raise InputError("method", f"{method} does not estimate I(X; Y | Z); with z choose one of "
+                         f"{', '.join(CONDITIONAL_METHODS)}")  # fmt: skip
+    if not conditional and method not in METHODS[:4]:
+        raise InputError("method", f"{method} estimates I(X; Y | Z): send z, or choose one of {', '.join(METHODS[:4])}")
 
 
 def check_work(method: str, x: np.ndarray, y: np.ndarray) -> None:
@@ -103,6 +110,31 @@ def validate_pair(x, y, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarr
                              f"{field} first (PCA, or a learned embedding: MI can only drop, so the estimate is a "
                              "lower bound on the original)")  # fmt: skip
     return robust_rescale(x), robust_rescale(y)
+
+
+def validate_triple(x, y, z, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`validate_pair` for ``(x, y)`` and for ``(x, z)``, plus what the chain rule needs: (Y, Z) and (X, Z)
+    are read as one side each, so dy + dz and dx + dz are bounded like one side, and n · (dx + dy + dz) like a
+    pair. A column of z equal to a column of x or y is refused: conditioning on a copy leaves no variation."""
+    x, y = validate_pair(x, y, limits)
+    z = as_matrix(z, "z")
+    if len(z) != len(x):
+        raise InputError("z", f"has {len(z)} rows but x has {len(x)}: x, y and z must have the same number of samples")
+    for name, a in (("x", x), ("y", y)):
+        if a.shape[1] + z.shape[1] > limits.max_dim:
+            raise InputError("z", f"{name} and z have {a.shape[1]} + {z.shape[1]} dimensions; the chain rule reads "
+                             f"them as one side, of at most {limits.max_dim}: reduce z or {name}")  # fmt: skip
+    cells = len(x) * (x.shape[1] + y.shape[1] + z.shape[1])
+    if cells > limits.max_cells:
+        raise InputError("z", f"n · (dx + dy + dz) = {cells} numbers; at most {limits.max_cells}: subsample rows")
+    z = robust_rescale(z)
+    for name, a in (("x", x), ("y", y)):
+        for j in range(z.shape[1]):
+            same = np.flatnonzero((np.abs(a - z[:, j : j + 1]) <= 1e-9).all(axis=0))  # rescaled copies match
+            if same.size:
+                raise InputError("z", f"column {j} repeats column {same[0]} of {name} (up to scale): given it, "
+                                 f"{name} has no variation left; drop it from z or from {name}")  # fmt: skip
+    return x, y, z
 
 
 def parse_levels(text: str | None) -> list[float] | None:

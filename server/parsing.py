@@ -14,10 +14,11 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from model.npz import read_npz_pair
+from model.npz import read_npz
 from model.validation import InputError, Limits, parse_levels
 from server.schemas import (
     ARRAY_FIELDS,
+    CONDITION_FIELD,
     BatchRequest,
     EstimateOptions,
     EstimateRequest,
@@ -31,11 +32,12 @@ Pair = tuple[np.ndarray, np.ndarray]
 
 @dataclass(frozen=True)
 class Call:
-    """One estimate request, parsed: float64 arrays and validated options."""
+    """One estimate request, parsed: float64 arrays and validated options; ``z`` set for I(X; Y | Z)."""
 
     x: np.ndarray
     y: np.ndarray
     options: EstimateOptions
+    z: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,10 @@ def estimate_call(body: bytes) -> Call:
     """``POST /estimate``: a JSON :class:`EstimateRequest`."""
     obj = _json_body(body)
     arrays = {k: obj.pop(k, None) for k in ARRAY_FIELDS}
+    z = obj.pop(CONDITION_FIELD, None)
     opts = options(obj, EstimateRequest)
-    return Call(json_matrix(arrays["x"], "x"), json_matrix(arrays["y"], "y"), opts)
+    return Call(json_matrix(arrays["x"], "x"), json_matrix(arrays["y"], "y"), opts,
+                None if z is None else json_matrix(z, CONDITION_FIELD))  # fmt: skip
 
 
 def batch_call(body: bytes, max_items: int, max_numbers: int) -> BatchCall:
@@ -171,8 +175,8 @@ def pairwise_call(body: bytes) -> TableCall:
 
 
 def npz_call(body: bytes, limits: Limits, quantiles: str | None, method: str, model: str) -> Call:
-    """``POST /estimate/npz``: the body is an ``.npz`` of ``x`` and ``y``; options come as query parameters
-    (``quantiles`` comma-separated)."""
+    """``POST /estimate/npz``: the body is an ``.npz`` of ``x`` and ``y`` (and ``z`` for I(X; Y | Z)); options
+    come as query parameters (``quantiles`` comma-separated)."""
     opts = options({"quantiles": parse_levels(quantiles), "method": method, "model": model}, EstimateOptions)
-    x, y = read_npz_pair(body, limits)
-    return Call(x, y, opts)
+    x, y, z = read_npz(body, limits)
+    return Call(x, y, opts, z)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
-from model.cost import estimate_seconds
+from model.cost import conditional_seconds, estimate_seconds
 from model.estimator import Estimate, Estimator
 from model.screening import ranked
 from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS, InputError
@@ -70,7 +70,10 @@ def _response(est: Estimate, seconds: float) -> EstimateResponse:
 def _estimate(call: parsing.Call, est: Estimator, cancel: threading.Event) -> EstimateResponse:
     """In a worker thread, within an admission slot."""
     start, opts = time.perf_counter(), call.options
-    result = est.estimate(call.x, call.y, opts.quantiles, opts.method)
+    if call.z is None:
+        result = est.estimate(call.x, call.y, opts.quantiles, opts.method)
+    else:
+        result = est.conditional(call.x, call.y, call.z, opts.quantiles, opts.method)
     return _response(result, time.perf_counter() - start)
 
 
@@ -112,6 +115,8 @@ def _pairwise(call: parsing.TableCall, est: Estimator, cancel: threading.Event) 
 def _cost(call: parsing.Call | parsing.BatchCall | parsing.TableCall) -> tuple[float, str]:
     """Estimated seconds of work (:func:`model.cost.estimate_seconds`) and the field a refusal names."""
     method = call.options.method
+    if isinstance(call, parsing.Call) and call.z is not None:
+        return conditional_seconds(method, *_shape(call.x, call.y), _shape(call.x, call.z)[2]), "z"
     if isinstance(call, parsing.Call):
         return estimate_seconds(method, *_shape(call.x, call.y)), "x"
     if isinstance(call, parsing.TableCall):

@@ -12,6 +12,7 @@ from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS
 Matrix = list[list[float]] | list[float]
 Method = Literal[METHODS]
 ARRAY_FIELDS = ("x", "y")  # parsed to numpy by orjson + numpy (pydantic would build millions of floats one by one)
+CONDITION_FIELD = "z"  # the conditioning set of POST /estimate, parsed like the arrays
 
 
 class EstimateOptions(BaseModel):
@@ -63,6 +64,8 @@ class PairwiseResponse(BaseModel):
 class EstimateRequest(EstimateOptions):
     x: Matrix = Field(description="n samples of X: a list of rows, or a flat list for one column")
     y: Matrix = Field(description="n samples of Y, same n as x")
+    z: Matrix | None = Field(None, description="n samples of Z, same n as x: the answer is then I(X; Y | Z) (methods "
+                             "mist, frenzel_pompe, gaussian_copula)")  # fmt: skip
 
 
 class EstimateResponse(BaseModel):
@@ -74,6 +77,7 @@ class EstimateResponse(BaseModel):
     n: int
     dx: int
     dy: int
+    dz: int = Field(0, description="dims of z: 0 for I(X; Y)")
     checkpoint_version: str
     seconds: float
 

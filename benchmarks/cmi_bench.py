@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cost_bench import median_seconds  # benchmarks run as scripts: their folder is on sys.path
 from scipy.spatial import cKDTree
 
 from metadata_gen.conditional import ConditionalSpec, sample_conditional_task
@@ -101,18 +102,9 @@ def speed(est: Estimator, perms: int, reps: int = 20) -> dict:
     rng = np.random.default_rng(0)
     x, y, z = (rng.standard_normal((1000, 3)) for _ in range(3))
     est.conditional(x, y, z)  # warm-up
-
-    def median_s(fn, times: int) -> float:
-        out = []
-        for _ in range(times):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-        return float(np.median(out))
-
-    mist = median_s(lambda: est.conditional(x, y, z), reps)
-    fp = median_s(lambda: frenzel_pompe(x, y, z), reps)
-    perm = median_s(lambda: fp_permutation_test(x, y, z, perms, rng), 1)
+    mist = median_seconds(lambda: est.conditional(x, y, z), reps)
+    fp = median_seconds(lambda: frenzel_pompe(x, y, z), reps)
+    perm = median_seconds(lambda: fp_permutation_test(x, y, z, perms, rng), 1)
     return {"mist_s": mist, "fp_s": fp, "fp_permutation_s": perm, "perms": perms}
 
 

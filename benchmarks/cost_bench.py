@@ -26,7 +26,7 @@ SHAPES = [(100, 1, 1), (1000, 5, 5), (1000, 32, 32), (5000, 2, 2), (5000, 16, 16
           (1_000_000, 1, 1), (1_000_000, 8, 8), (200_000, 40, 40)]  # fmt: skip
 
 
-def _median_seconds(fn, reps: int) -> float:
+def median_seconds(fn, reps: int) -> float:
     times = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -50,7 +50,7 @@ def main() -> None:
             x = rng.standard_normal((n, dx))
             y = x[:, :1] + rng.standard_normal((n, dy))
             est.estimate(x, y, method=method)  # warm
-            measured = _median_seconds(lambda x=x, y=y, m=method: est.estimate(x, y, method=m), args.reps)
+            measured = median_seconds(lambda x=x, y=y, m=method: est.estimate(x, y, method=m), args.reps)
             model = estimate_seconds(method, n, dx, dy)
             rows.append({"method": method, "n": n, "dx": dx, "dy": dy, "measured_s": measured, "model_s": model})
             print(f"{method:16s} {n:6d} {dx:3d} {dy:3d} {measured:11.4f} {model:8.4f} {model / measured:10.2f}",

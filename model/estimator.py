@@ -216,12 +216,15 @@ class Estimator:
     def chain_rule(self, x, y, z) -> Combined:
         """The uncalibrated chain-rule combination of the network's MI terms (:func:`model.conditional.combine`);
         what :func:`model.training.calibrate.calibrate` fits the offsets on."""
-        return combine(np.stack(self._grids(chain_pairs(*validate_triple(x, y, z, self.limits)))), self.grid)
+        return self._chain_rule(*validate_triple(x, y, z, self.limits))
+
+    def _chain_rule(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Combined:
+        return combine(np.stack(self._grids(chain_pairs(x, y, z))), self.grid)
 
     def _conditional(self, x, y, z, qs: tuple[float, ...]) -> tuple[Estimate, Combined]:
         x, y, z = validate_triple(x, y, z, self.limits)
         cal = self._checked_calibration()
-        c = self.chain_rule(x, y, z)
+        c = self._chain_rule(x, y, z)  # validated once, above
         values, (lo, hi) = cal.quantiles(c, qs), cal.quantiles(c, (0.05, 0.95))
         answer = Estimate("mist", c.median, {quantile_key(q): float(v) for q, v in zip(qs, values, strict=True)},
                           (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version, z.shape[1])  # fmt: skip

@@ -189,3 +189,23 @@ def test_http_and_cli_take_z(tmp_path: Path, capsys):
     answer = json.loads(capsys.readouterr().out)
     assert answer["dz"] == 2 and answer["mi_nats"] == pytest.approx(r.json()["mi_nats"], abs=1e-6)
     assert main(args) == 0 and "I(X;Y|Z)" in capsys.readouterr().out
+
+
+def test_bad_z_files_and_calibration_flags_are_named(tmp_path: Path, capsys, monkeypatch):
+    from mist.cli import main
+
+    rng = np.random.default_rng(4)
+    x, y, z = _gaussian_triple(rng, 100, 0.5)
+    buf = io.BytesIO()
+    np.savez(buf, x=x, y=y, z=np.array(["a"] * 100))
+    with TestClient(create_app(Settings())) as client:
+        r = client.post("/estimate/npz", content=buf.getvalue(), headers={"content-type": "application/octet-stream"})
+        assert r.status_code == 422 and r.json()["field"] == "z.npy"
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z[:40])
+    argv = ["estimate", "--x", str(tmp_path / "x.npy"), "--y", str(tmp_path / "y.npy"), "--z", str(tmp_path / "z.npy")]
+    assert main(argv) == 2 and "z: has 40 rows" in capsys.readouterr().err
+    assert main(["calibrate-cmi", "--tasks", "5"]) == 2 and "--tasks" in capsys.readouterr().err
+    assert main(["calibrate-cmi", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "not found" in capsys.readouterr().err

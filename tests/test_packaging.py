@@ -61,6 +61,9 @@ def test_the_wheel_s_commands_and_default_paths_work_from_any_directory(installe
     np.savez(tmp_path / "pair.npz", x=x, y=x + rng.standard_normal((300, 1)))
     out = _run(installed, str(installed[0] / "bin/mist"), "estimate", "pair.npz", cwd=tmp_path)
     assert "I(X;Y) =" in out and "90% interval" in out
+    np.savez(tmp_path / "triple.npz", x=x, y=x + rng.standard_normal((300, 1)), z=rng.standard_normal((300, 1)))
+    out = _run(installed, str(installed[0] / "bin/mist"), "estimate", "triple.npz", cwd=tmp_path)
+    assert "I(X;Y|Z) =" in out and "90% interval" in out  # the CMI calibration ships beside the checkpoint
     # the shipped configs resolve by their repository names, wherever the command runs
     python = str(installed[0] / "bin/python")
     code = "from model.assets import resolve; print(resolve('configs/meta/default.toml'))"

@@ -326,29 +326,15 @@ def _uniform_noise_truth(group, dx, dy, spec, device):
     return mi, torch.zeros_like(mi)
 
 
-def mixture_densities(group: list[dict], dx: int, device="cpu") -> truth.MixtureDensities:
-    """P mixtures stacked, K padded to the largest (zero weights, unit variances)."""
-    k = max(len(p["weights"]) for p in group)
-    dim = group[0]["means"].shape[1]
-    diag = "variances" in group[0]
-    w, mu = np.zeros((len(group), k)), np.zeros((len(group), k, dim))
-    var = np.ones((len(group), k, dim)) if diag else np.broadcast_to(np.eye(dim), (len(group), k, dim, dim)).copy()
-    for b, p in enumerate(group):
-        m = len(p["weights"])
-        w[b, :m], mu[b, :m] = p["weights"], p["means"]
-        var[b, :m] = p["variances" if diag else "covs"]
-    t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-    return truth.MixtureDensities(t(w), t(mu), dx, **({"variances": t(var)} if diag else {"covs": t(var)}))
-
-
 def _mixture_sample(group, keys, rows, dx, dy):
     streams = (Counter.MIXTURE_LABELS, Counter.MIXTURE_NOISE)
-    return mixture_densities(group, dx, keys.device).sample(keys, streams, rows)
+    return truth.MixtureDensities.stacked(group, dx, keys.device).sample(keys, streams, rows)
 
 
 def _mixture_truth(group, dx, dy, spec, device):
     keys = torch.tensor([p["_key"] for p in group], device=device)
-    return truth.mixture_mi(mixture_densities(group, dx, device), keys, spec.max_se_nats, spec.max_mc_samples)
+    mix = truth.MixtureDensities.stacked(group, dx, device)
+    return truth.mixture_mi(mix, keys, spec.max_se_nats, spec.max_mc_samples)
 
 
 def _functional_sample(group, keys, rows, dx, dy):

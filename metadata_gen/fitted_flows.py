@@ -20,8 +20,6 @@ from pathlib import Path
 import normflows as nf
 import numpy as np
 import torch
-from scipy.special import ndtri
-from scipy.stats import rankdata
 from tqdm import tqdm
 
 from metadata_gen.config import AdaptError
@@ -58,10 +56,6 @@ class _FixedPermutation(nf.flows.Flow):
         return z[:, self.inv], torch.zeros(len(z), dtype=z.dtype, device=z.device)
 
 
-def gaussian_scores(a: np.ndarray) -> np.ndarray:
-    return ndtri(rankdata(a, axis=0) / (len(a) + 1))
-
-
 def check_side(a: np.ndarray, name: str) -> np.ndarray:
     """A 2-D finite float array with enough rows and no constant column, or :class:`AdaptError` saying why."""
     a = np.asarray(a, dtype=np.float64)
@@ -91,11 +85,12 @@ class FitReport:
 
 
 def fit_flow(
-    a: np.ndarray, name: str, max_epochs: int = 200, patience: int = 15, seed: int = 0, progress: bool = True
+    scores: np.ndarray, name: str, max_epochs: int = 200, patience: int = 15, seed: int = 0, progress: bool = True
 ) -> tuple[nf.NormalizingFlow, FitReport]:
-    """Fit a flow to the Gaussian scores of ``a`` (n × d, d ≥ 2) by maximum likelihood, with early stopping on a
-    held-out fifth; returns the best flow and its report."""
-    scores = gaussian_scores(check_side(a, name))
+    """Fit a flow to the Gaussian scores of one side (n × d, d ≥ 2; per-column rank → Φ⁻¹, as
+    :func:`model.baselines.rank_gaussianize` makes them) by maximum likelihood, with early stopping on a held-out
+    fifth; returns the best flow and its report."""
+    scores = check_side(scores, name)
     d = scores.shape[1]
     if d < 2:
         raise AdaptError(f"{name}: a 1-D side has no within-side structure for a flow (ranks remove marginals)")

@@ -63,6 +63,21 @@ class MixtureDensities:
         if self.covs is not None:
             self.factors = torch.linalg.cholesky(self.covs)
 
+    @classmethod
+    def stacked(cls, group: list[dict], dx: int, device="cpu") -> MixtureDensities:
+        """P mixtures from their parameter dicts, K padded to the largest (zero weights, unit variances)."""
+        k = max(len(p["weights"]) for p in group)
+        dim = group[0]["means"].shape[1]
+        diag = "variances" in group[0]
+        w, mu = np.zeros((len(group), k)), np.zeros((len(group), k, dim))
+        var = np.ones((len(group), k, dim)) if diag else np.broadcast_to(np.eye(dim), (len(group), k, dim, dim)).copy()
+        for b, p in enumerate(group):
+            m = len(p["weights"])
+            w[b, :m], mu[b, :m] = p["weights"], p["means"]
+            var[b, :m] = p["variances" if diag else "covs"]
+        t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+        return cls(t(w), t(mu), dx, **({"variances": t(var)} if diag else {"covs": t(var)}))
+
     def sample(self, keys: torch.Tensor, streams: tuple[int, int], m: int) -> torch.Tensor:
         """``(P, m, D)`` draws, counter-based in ``keys``: components from ``streams[0]``, noise from ``streams[1]``."""
         p, k, d = self.means.shape

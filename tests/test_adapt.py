@@ -11,6 +11,7 @@ import pytest
 from metadata_gen.batched import BatchGenerator, sample_task
 from metadata_gen.config import AdaptError, parse_config, read_config_file
 from metadata_gen.fitted_flows import fit_flow, save_flow
+from model.baselines import rank_gaussianize
 from model.estimator import default_checkpoint_path
 from model.training.adapt import adapt, adapted_meta
 from tests.conftest import DEFAULT_META
@@ -33,7 +34,7 @@ def fitted(tmp_path_factory) -> dict[str, str]:
     x, y = _lab_data()
     paths = {}
     for side, data in (("x", x), ("y", y)):
-        flow, report = fit_flow(data, side, max_epochs=40, progress=False)
+        flow, report = fit_flow(rank_gaussianize(data), side, max_epochs=40, progress=False)
         assert report.heldout_nll_flow < report.heldout_nll_gaussian - 0.05, report  # the flow learned structure
         save_flow(flow, out / f"{side}.pt")
         paths[side] = str(out / f"{side}.pt")

@@ -21,6 +21,7 @@ from metadata_gen.config import read_config_file
 from metadata_gen.fitted_flows import AdaptError, check_side, fit_flow, save_flow
 from metadata_gen.streams import ADAPT_OFFSET, ADAPT_TRAIN_SEED
 from model.assets import DEFAULT_CHECKPOINT, DEFAULT_META, resolve
+from model.baselines import rank_gaussianize
 from model.checkpoint import export_for_serving, load_checkpoint
 from model.estimator import Estimator
 from model.training.evaluate import comparison_table, evaluate_many
@@ -64,7 +65,7 @@ def adapt(
         if data.shape[1] < 2:
             fits[side] = "1-D: no within-side structure to learn (ranks remove the marginal); no flow"
             continue
-        flow, report = fit_flow(data, side, max_epochs=flow_epochs, progress=progress)
+        flow, report = fit_flow(rank_gaussianize(data), side, max_epochs=flow_epochs, progress=progress)
         save_flow(flow, out / f"flow_{side}.pt")
         flows[side], fits[side] = str(out / f"flow_{side}.pt"), asdict(report)
     meta = adapted_meta(

@@ -54,6 +54,7 @@ TRAIN_SHAPE_OFFSET = 7919  # training batches: the seed of each batch's shape dr
 SUITE_OFFSET = 10_000_019  # evaluation suites
 QUALITY_INDEPENDENCE_OFFSET = SUITE_OFFSET + 7  # quality checks: independent pairs
 QUALITY_HIGH_MI_OFFSET = SUITE_OFFSET + 8  # quality checks: high-MI tasks
+INTERVAL_CALIBRATION_OFFSET = 20_000_003  # mist calibrate: the tasks MI intervals are calibrated on
 CONDITIONAL_NULL_OFFSET = 3_000_017  # conditional-MI null tasks: the seed of the unrelated E_y
 ADAPT_OFFSET = 7_000_001  # mist adapt: the adapted meta-distribution's seed
 ADAPT_TRAIN_SEED = 101  # mist adapt: the fine-tune's data seed

@@ -162,7 +162,8 @@ def _screen(args: argparse.Namespace) -> int:
     features = [j for j in range(table.shape[1]) if j not in target]
     try:
         answers = Estimator.load(args.checkpoint).screen(table[:, features], table[:, target], method=args.method,
-                                                         columns=[names[j] for j in features])  # fmt: skip
+                                                         columns=[names[j] for j in features],
+                                                         between=_progress_bar(args, "screen"))  # fmt: skip
     except InputError as err:
         raise UserError(str(err)) from None
     order = ranked(answers)
@@ -185,7 +186,8 @@ def _pairwise(args: argparse.Namespace) -> int:
 
     table, header = _load_table(args.table)
     try:
-        result = Estimator.load(args.checkpoint).pairwise(table, method=args.method, columns=header)
+        result = Estimator.load(args.checkpoint).pairwise(table, method=args.method, columns=header,
+                                                          between=_progress_bar(args, "pairwise"))  # fmt: skip
     except InputError as err:
         raise UserError(str(err)) from None
     head = ",".join(["", *result.names])
@@ -200,9 +202,55 @@ def _pairwise(args: argparse.Namespace) -> int:
             print("\n".join(lines))
     if args.out:
         print(f"wrote {args.out} (medians, nats) and its _lower / _upper 90 % bounds; diagonal NaN")
+    if args.plot:
+        _heat_map(result, args.plot)
+        print(f"wrote {args.plot} (heat map of the medians)")
     off = ~np.eye(len(result.names), dtype=bool)
     print(f"{off.sum() // 2} pairs, median MI {np.nanmedian(result.mi_nats[off]):.3f} nats")
     return 0
+
+
+def _progress_bar(args: argparse.Namespace, what: str):
+    """A ``between`` callback drawing a tqdm bar on stderr (none with --quiet, or where tqdm is not installed:
+    the serving image)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    if args.quiet:
+        return None
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or tqdm(total=total, desc=what, unit="pair", leave=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def _heat_map(result, path: str) -> None:
+    """The matrix of medians as a labelled heat map (matplotlib, from the train extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'mist-estimator[train]'") from None
+    p = len(result.names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.35 * p, 1.0 + 0.35 * p))
+    image = ax.imshow(result.mi_nats, cmap="viridis", vmin=0.0)
+    ticks = range(p) if p <= 60 else []
+    ax.set_xticks(ticks, [result.names[i] for i in ticks], rotation=90, fontsize=7)
+    ax.set_yticks(ticks, [result.names[i] for i in ticks], fontsize=7)
+    fig.colorbar(image, ax=ax, label="I (nats), median")
+    ax.set_title("pairwise mutual information")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _read_arrays(args: argparse.Namespace):
@@ -299,6 +347,23 @@ def _estimate(args: argparse.Namespace) -> int:
         if levels is not None:
             line += "\nquantiles: " + ", ".join(f"{q}: {v:.4f}" for q, v in est.quantiles.items())
         print(line)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from model.assets import resolve
+    from model.training.calibrate import calibrate_checkpoint_intervals
+
+    if args.tasks < 20:
+        raise UserError("--tasks must be >= 20 per source (the 5 % and 95 % offsets need at least that many)")
+    if not resolve(args.checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {args.checkpoint}")
+    report = calibrate_checkpoint_intervals(args.checkpoint, args.tasks, progress=not args.quiet)["report"]
+    print(f"calibrated {args.checkpoint}: 90 % coverage on the calibration tasks {report['coverage_90_before']:.2f}"
+          f" before, {report['coverage_90_after']:.2f} after")  # fmt: skip
+    for group, r in report["groups"].items():
+        left_out = f"  left out {r['leave_group_out']:.2f}" if "leave_group_out" in r else ""
+        print(f"  {group:<28} {r['tasks']:>4} tasks  before {r['before']:.2f}{left_out}")
     return 0
 
 
@@ -424,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("table", help=".csv (header row names the columns), .npy or a one-array .npz")
         t.add_argument("--method", default="mist", choices=METHODS, help="mist (with intervals) or a baseline")
         t.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the shipped one)")
+        t.add_argument("--quiet", action="store_true", help="no progress bar")
         t.set_defaults(handler=handler)
         return t
 
@@ -432,6 +498,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="one JSON object of answers by column, ranked")
     w = table_command("pairwise", "the matrix of MI between all pairs of columns of a table, with bounds", _pairwise)
     w.add_argument("--out", default=None, help="write the matrix here as CSV (+ _lower, _upper); else print it")
+    w.add_argument("--plot", default=None, help="also draw the medians as a heat map into this image (.png, .svg)")
+
+    a = sub.add_parser("calibrate", help="calibrate a checkpoint's MI intervals on held-in and held-out tasks")
+    a.add_argument(
+        "--checkpoint", default=DEFAULT_CHECKPOINT, help="the checkpoint; the calibration is written into it"
+    )
+    a.add_argument("--tasks", type=int, default=400, help="calibration tasks from each of the two meta-distributions")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(handler=_calibrate)
 
     c = sub.add_parser("calibrate-cmi", help="calibrate a checkpoint's I(X;Y|Z) intervals and CI test on CMI tasks")
     c.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the checkpoint; writes its .cmi.json beside it")

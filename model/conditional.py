@@ -7,8 +7,7 @@ The chain rule, both ways round (so that swapping X and Y changes nothing):
 The median is the mean of the two differences of the network's medians. Its spread is read from the terms'
 quantile spreads (added in quadrature) and from the disagreement of the two ways round, so the interval widens
 where the statistics disagree. The spread is turned into quantiles by offsets fitted by split-conformal
-calibration on CMI tasks the network never trained on (:func:`calibrate`, run by ``mist calibrate-cmi``): the
-τ-quantile of the normalized residual (truth − median) / spread, with the finite-sample correction. The
+calibration on CMI tasks the network never trained on (:mod:`model.conformal`, run by ``mist calibrate-cmi``). The
 conditional-independence test is a conformal p-value against the same run's null tasks (truth 0).
 """
 
@@ -20,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from model.conformal import conformal_offsets, normalized_residuals, offset_quantiles
 
 SPREAD_LEVELS = (0.05, 0.95)  # the term quantiles whose distance from the median makes the spread
 FLOOR = 1e-3  # nats: a spread never below this (constant sides give exact zeros)
@@ -55,8 +56,7 @@ class Calibration:
 
     def quantiles(self, c: Combined, levels: Sequence[float]) -> np.ndarray:
         offsets = np.interp(levels, self.levels, self.offsets)
-        spread = np.where(offsets < 0, c.spread_down, c.spread_up)
-        return np.maximum(c.median + offsets * spread, 0.0)
+        return np.maximum(offset_quantiles(c.median, c.spread_down, c.spread_up, offsets), 0.0)
 
     def null_level(self, c: Combined) -> float:
         """A conformal p-value of I(X; Y | Z) = 0: the share of null calibration tasks (plus this one) whose
@@ -80,26 +80,10 @@ def combine(terms: np.ndarray, grid: np.ndarray) -> Combined:
     return Combined(float(max(ways.mean(), 0.0)), float(max(down, FLOOR)), float(max(up, FLOOR)), float(ways.mean()))
 
 
-def normalized_residual(c: Combined, truth: float) -> float:
-    diff = truth - c.median
-    return diff / (c.spread_up if diff >= 0 else c.spread_down)
-
-
-def conformal_offsets(residuals: np.ndarray, levels: Sequence[float]) -> list[float]:
-    """The split-conformal τ-quantile of the residuals for each level: the ⌈τ(N + 1)⌉-th smallest above the
-    median level and the ⌊τ(N + 1)⌋-th below it (clipped to the sample), non-decreasing in τ."""
-    r = np.sort(residuals)
-    n = len(r)
-    out = []
-    for tau in levels:
-        rank = np.ceil(tau * (n + 1)) if tau >= 0.5 else np.floor(tau * (n + 1))
-        out.append(float(r[int(np.clip(rank, 1, n)) - 1]))
-    return list(np.maximum.accumulate(out))
-
-
 def fit_calibration(
     combined: Sequence[Combined], truths: Sequence[float], levels: Sequence[float], version: str, spec: dict
 ) -> Calibration:
-    residuals = np.array([normalized_residual(c, t) for c, t in zip(combined, truths, strict=True)])
+    sides = np.array([(c.median, c.spread_down, c.spread_up) for c in combined]).reshape(-1, 3)
+    residuals = normalized_residuals(truths, *sides.T)
     nulls = sorted(c.difference for c, t in zip(combined, truths, strict=True) if t == 0.0)
     return Calibration(version, list(levels), conformal_offsets(residuals, levels), nulls, len(residuals), spec)

@@ -23,6 +23,7 @@ import numpy as np
 from model import baselines
 from model.assets import DEFAULT_CHECKPOINT, resolve
 from model.conditional import Calibration, Combined, chain_pairs, combine
+from model.intervals import DISAGREEMENT, IntervalCalibration
 from model.ties import tie_broken_ranks
 from model.validation import (
     DEFAULT_QUANTILES,
@@ -150,6 +151,9 @@ class Estimator:
         # wrong); 0.3 trains on 1..64 per side and on n down to 10, below dx + dy included.
         self.trained_max_dim = max([dims[k]["high"] for k in ("dx", "dy") if k in dims] or [limits.max_dim])
         self.calibration = calibration  # for conditional MI; None: conditional() explains how to make one
+        found = ckpt.get("interval_calibration")
+        # MI intervals: conformal offsets fitted by `mist calibrate`; None: the network's own quantiles
+        self.interval_calibration = IntervalCalibration.from_dict(found) if found else None
 
     @classmethod
     def load(cls, path: str | Path | None = None, limits: Limits = Limits()) -> Estimator:
@@ -159,15 +163,20 @@ class Estimator:
         cal = calibration_path(path)
         return cls(load_checkpoint(path), limits, Calibration.load(cal) if cal.is_file() else None)
 
-    def grid_quantiles(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        """The network's quantiles on its grid for a batch of validated pairs of one shape, ``(B, n, dx)`` and
-        ``(B, n, dy)`` (float32 into the network); ``(B, len(grid))``."""
+    def grid_quantiles(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's raw quantiles on its grid for a batch of validated pairs of one shape, ``(B, n, dx)`` and
+        ``(B, n, dy)`` (float32 into the network): ``(B, len(grid))``, with each pair's statistic disagreement
+        (:data:`DISAGREEMENT`), ``(B,)``."""
         import torch
+
+        from model.network import STAT_NAMES
 
         with torch.no_grad():
             xt = torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32))
             yt = torch.from_numpy(np.ascontiguousarray(ys, dtype=np.float32))
-            return self.network(xt, yt).double().numpy()
+            sx, sy, stats = self.network.scores_and_statistics(xt, yt)
+            q = self.network.forward_scores(sx, sy, stats)
+            return q.double().numpy(), stats[:, STAT_NAMES.index(DISAGREEMENT)].double().numpy()
 
     def _answer(self, grid_q: np.ndarray, quantiles: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> Estimate:
         interp = np.interp(quantiles, self.grid, grid_q)
@@ -219,7 +228,7 @@ class Estimator:
         return self._chain_rule(*validate_triple(x, y, z, self.limits))
 
     def _chain_rule(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Combined:
-        return combine(np.stack(self._grids(chain_pairs(x, y, z))), self.grid)
+        return combine(np.stack(self._grids(chain_pairs(x, y, z), calibrated=False)), self.grid)
 
     def _conditional(self, x, y, z, qs: tuple[float, ...]) -> tuple[Estimate, Combined]:
         x, y, z = validate_triple(x, y, z, self.limits)
@@ -239,17 +248,19 @@ class Estimator:
         return self.calibration
 
     def screen(self, X, target, *, method: str = "mist", quantiles: Sequence[float] | None = None,
-               columns: Sequence[str] | None = None) -> dict[str, Estimate]:  # fmt: skip
-        """I(X_j; target) for every column of ``X``, by name (:func:`model.screening.screen`)."""
+               columns: Sequence[str] | None = None, between=None) -> dict[str, Estimate]:  # fmt: skip
+        """I(X_j; target) for every column of ``X``, by name (:func:`model.screening.screen`; ``between`` is
+        called with (done, total) between steps of pairs: a progress bar, or a check that may raise to stop)."""
         from model.screening import screen
 
-        return screen(self, X, target, method=method, quantiles=quantiles, columns=columns)
+        return screen(self, X, target, method=method, quantiles=quantiles, columns=columns, between=between)
 
-    def pairwise(self, X, *, method: str = "mist", columns: Sequence[str] | None = None):
-        """The matrix of I(X_i; X_j) with 90 % bounds (:func:`model.screening.pairwise`)."""
+    def pairwise(self, X, *, method: str = "mist", columns: Sequence[str] | None = None, between=None):
+        """The matrix of I(X_i; X_j) with 90 % bounds (:func:`model.screening.pairwise`; ``between`` as in
+        :meth:`screen`)."""
         from model.screening import pairwise
 
-        return pairwise(self, X, method=method, columns=columns)
+        return pairwise(self, X, method=method, columns=columns, between=between)
 
     def _check_trained_range(self, x: np.ndarray, y: np.ndarray) -> None:
         for side, a in (("x", x), ("y", y)):
@@ -273,11 +284,24 @@ class Estimator:
             self._check_trained_range(x, y)
         return [self._answer(g, qs, x, y) for g, (x, y) in zip(self._grids(checked), checked, strict=True)]
 
-    def _grids(self, checked: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-        """The network's grid quantiles for validated pairs; pairs of one shape (after constant columns are
-        dropped) share forward passes of up to :data:`BATCH_CELLS` numbers."""
+    def raw_grids(self, pairs: Sequence[tuple]) -> list[tuple[np.ndarray, float]]:
+        """For each pair, the network's uncalibrated grid quantiles and its statistic disagreement (what
+        :mod:`model.intervals` is fitted on)."""
+        return self._raw_grids([validate_pair(x, y, self.limits) for x, y in pairs])
+
+    def _grids(self, checked: Sequence[tuple[np.ndarray, np.ndarray]], calibrated: bool = True) -> list[np.ndarray]:
+        """The grid quantiles of validated pairs, through the checkpoint's interval calibration when it has one
+        and ``calibrated`` (the chain rule reads the raw quantiles its own calibration was fitted on)."""
+        raw = self._raw_grids(checked)
+        if self.interval_calibration is None or not calibrated:
+            return [g for g, _ in raw]
+        return [self.interval_calibration.apply(g, d)[0] for g, d in raw]
+
+    def _raw_grids(self, checked: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, float]]:
+        """Pairs of one shape (after constant columns are dropped) share forward passes of up to
+        :data:`BATCH_CELLS` numbers; a constant side answers exactly 0."""
         used = [(_drop_constant_columns(x), _drop_constant_columns(y)) for x, y in checked]
-        grids: list[np.ndarray] = [np.zeros(len(self.grid))] * len(checked)  # a constant side: exactly 0
+        out: list[tuple[np.ndarray, float]] = [(np.zeros(len(self.grid)), 0.0)] * len(checked)
         shapes: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for i, (xu, yu) in enumerate(used):
             if xu.shape[1] and yu.shape[1]:
@@ -286,8 +310,8 @@ class Estimator:
             per_pass = max(1, BATCH_CELLS // (n * (dx + dy)))
             for start in range(0, len(members), per_pass):
                 part = members[start : start + per_pass]
-                ranked = [tie_broken_ranks(*used[i]) for i in part]
-                out = self.grid_quantiles(np.stack([r[0] for r in ranked]), np.stack([r[1] for r in ranked]))
-                for i, grid_q in zip(part, out, strict=True):
-                    grids[i] = grid_q
-        return grids
+                xs, ys = zip(*(tie_broken_ranks(*used[i]) for i in part), strict=True)
+                grid_q, disagreement = self.grid_quantiles(np.stack(xs), np.stack(ys))
+                for i, g, d in zip(part, grid_q, disagreement, strict=True):
+                    out[i] = (g, float(d))
+        return out

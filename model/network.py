@@ -263,11 +263,17 @@ class MISTNetwork(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, soft: bool = False) -> torch.Tensor:
+        return self.forward_scores(*self.scores_and_statistics(x, y, soft))
+
+    def scores_and_statistics(
+        self, x: torch.Tensor, y: torch.Tensor, soft: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The Gaussian scores of each side in hash order and the :data:`STAT_NAMES` statistics: what
+        :meth:`forward_scores` reads."""
         rank = soft_gaussian_scores if soft else gaussian_scores
         with torch.autocast(x.device.type, enabled=False):  # ranks and log-dets need full precision
             sx, sy = in_hash_order(rank(x.float()), rank(y.float()))
-            stats = sample_statistics(sx, sy, self.cfg)
-        return self.forward_scores(sx, sy, stats)
+            return sx, sy, sample_statistics(sx, sy, self.cfg)
 
     def _side_tokens(self, s: torch.Tensor) -> torch.Tensor:
         s = s.unsqueeze(-1)

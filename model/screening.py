@@ -8,7 +8,7 @@ MI of a discrete column exactly, so integer labels, binary flags and rounded mea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 MAX_SCREEN_COLUMNS = 10_000
 MAX_PAIRWISE_COLUMNS = 300  # 44 850 pairs
+PAIRS_PER_STEP = 256  # pairs estimated between two calls of ``between`` (a progress bar, or a cancellation check)
+
+Between = Callable[[int, int], None]  # called with (pairs done, pairs in all) after each step; may raise to stop
 
 
 @dataclass
@@ -44,9 +47,21 @@ def _table(X: Any, columns: Sequence[str] | None, field: str) -> tuple[np.ndarra
     return table, names or [str(j) for j in range(table.shape[1])]
 
 
+def _in_steps(est: Estimator, pairs: list[tuple], quantiles, method: str, between: Between | None) -> list[Estimate]:
+    """:meth:`Estimator.estimate_batch` over the pairs, :data:`PAIRS_PER_STEP` at a time, calling ``between``
+    after each step (the request itself is checked before the first step)."""
+    est.check_request(quantiles, method)
+    answers: list[Estimate] = []
+    for start in range(0, len(pairs), PAIRS_PER_STEP):
+        answers += est.estimate_batch(pairs[start : start + PAIRS_PER_STEP], quantiles, method)
+        if between is not None:
+            between(len(answers), len(pairs))
+    return answers
+
+
 def screen(
     est: Estimator, X: Any, target: Any, *, method: str = "mist", quantiles: Sequence[float] | None = None,
-    columns: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None, between: Between | None = None,
 ) -> dict[str, Estimate]:  # fmt: skip
     """I(X_j; target) for every column j of ``X`` (``target`` may be multi-dimensional), by column name."""
     table, names = _table(X, columns, "X")
@@ -55,7 +70,7 @@ def screen(
     y = as_matrix(target, "target")
     if len(y) != len(table):
         raise InputError("target", f"has {len(y)} rows but X has {len(table)}")
-    answers = est.estimate_batch([(table[:, [j]], y) for j in range(table.shape[1])], quantiles, method)
+    answers = _in_steps(est, [(table[:, [j]], y) for j in range(table.shape[1])], quantiles, method, between)
     return dict(zip(names, answers, strict=True))
 
 
@@ -64,14 +79,17 @@ def ranked(answers: dict[str, Estimate]) -> list[tuple[str, Estimate]]:
     return sorted(answers.items(), key=lambda kv: -kv[1].mi_nats)
 
 
-def pairwise(est: Estimator, X: Any, *, method: str = "mist", columns: Sequence[str] | None = None) -> PairwiseMI:
+def pairwise(
+    est: Estimator, X: Any, *, method: str = "mist", columns: Sequence[str] | None = None,
+    between: Between | None = None,
+) -> PairwiseMI:  # fmt: skip
     """I(X_i; X_j) for every pair of columns of ``X``."""
     table, names = _table(X, columns, "X")
     p = table.shape[1]
     if not 2 <= p <= MAX_PAIRWISE_COLUMNS:
         raise InputError("X", f"has {p} columns; pairwise takes 2 to {MAX_PAIRWISE_COLUMNS}")
     pairs = [(i, j) for i in range(p) for j in range(i + 1, p)]
-    answers = est.estimate_batch([(table[:, [i]], table[:, [j]]) for i, j in pairs], None, method)
+    answers = _in_steps(est, [(table[:, [i]], table[:, [j]]) for i, j in pairs], None, method, between)
     mats = [np.full((p, p), np.nan) for _ in range(3)]
     for (i, j), a in zip(pairs, answers, strict=True):
         lo, hi = a.interval_90 or (np.nan, np.nan)

@@ -94,16 +94,27 @@ def _batch(call: parsing.BatchCall, est: Estimator, cancel: threading.Event) -> 
     return BatchResponse(results=results, seconds=time.perf_counter() - start)
 
 
+def _stop_if_gone(cancel: threading.Event):
+    """A ``between`` callback for screening: stops between steps of pairs once the client has left."""
+
+    def check(done: int, total: int) -> None:
+        if cancel.is_set():
+            raise errors.ClientGone
+
+    return check
+
+
 def _screen(call: parsing.TableCall, est: Estimator, cancel: threading.Event) -> ScreenResponse:
     start, opts = time.perf_counter(), call.options
-    answers = est.screen(call.x, call.target, method=opts.method, quantiles=opts.quantiles, columns=opts.columns)
+    answers = est.screen(call.x, call.target, method=opts.method, quantiles=opts.quantiles, columns=opts.columns,
+                         between=_stop_if_gone(cancel))  # fmt: skip
     results = [ScreenResult(column=name, result=_response(a, 0)) for name, a in ranked(answers)]
     return ScreenResponse(results=results, seconds=time.perf_counter() - start)
 
 
 def _pairwise(call: parsing.TableCall, est: Estimator, cancel: threading.Event) -> PairwiseResponse:
     start, opts = time.perf_counter(), call.options
-    result = est.pairwise(call.x, method=opts.method, columns=opts.columns)
+    result = est.pairwise(call.x, method=opts.method, columns=opts.columns, between=_stop_if_gone(cancel))
 
     def rows(matrix: np.ndarray) -> list[list[float | None]]:
         return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
@@ -257,6 +268,8 @@ def _describe(name: str, est: Estimator) -> dict:
         "limits": {"min_n": lim.min_n, "max_n": lim.max_n, "max_dim": lim.max_dim, "max_cells": lim.max_cells,
                    "network_max_dim": est.trained_max_dim},
         "quantile_range": list(est.quantile_range),
+        # how its MI intervals were calibrated (model.intervals); null: the network's own quantiles
+        "interval_calibration": est.interval_calibration and est.interval_calibration.to_dict(),
     }  # fmt: skip
 
 

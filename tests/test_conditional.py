@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from metadata_gen.conditional import ConditionalSpec, sample_conditional_task
 from model.baselines import frenzel_pompe, gaussian
-from model.conditional import Calibration, Combined, conformal_offsets, fit_calibration
+from model.conditional import Calibration, Combined, fit_calibration
 from model.estimator import Estimator, calibration_path, default_checkpoint_path
 from model.validation import InputError
 from server.app import create_app
@@ -74,19 +74,6 @@ def test_tasks_are_deterministic_and_reshaped_per_block(default_meta):
     a, b = sample_conditional_task(spec, 3), sample_conditional_task(spec, 3)
     assert np.array_equal(a.x, b.x) and np.array_equal(a.z, b.z) and a.cmi == b.cmi
     assert any(sample_conditional_task(spec, i).transforms["z"] for i in range(6))
-
-
-def test_conformal_offsets_cover_their_levels():
-    """Split conformal: averaged over calibration draws, P(fresh residual ≤ offset) is the order statistic's
-    k / (N + 1): at least τ above the median level, at most τ below it."""
-    from scipy.stats import norm
-
-    rng = np.random.default_rng(0)
-    levels = (0.05, 0.5, 0.95)
-    draws = [conformal_offsets(rng.standard_normal(199), levels) for _ in range(2000)]
-    assert all(d == sorted(d) for d in draws)
-    coverage = norm.cdf(np.array(draws)).mean(0)  # exact coverage of each offset for normal residuals
-    assert coverage == pytest.approx([10 / 200, 100 / 200, 190 / 200], abs=0.004)
 
 
 def test_calibration_round_trips_and_its_null_level_is_a_conformal_p_value(tmp_path: Path):

@@ -120,3 +120,34 @@ def test_http_screen_and_pairwise(shipped):
             assert r.status_code == 422 and r.json()["field"] == field, (path, r.text)
         spec = client.get("/openapi.json").json()
         assert {"ScreenRequest", "PairwiseRequest"} <= set(spec["components"]["schemas"])
+
+
+def test_steps_report_progress_and_a_raising_callback_stops_between_steps(shipped, monkeypatch):
+    import model.screening as screening
+
+    monkeypatch.setattr(screening, "PAIRS_PER_STEP", 2)
+    seen: list[tuple[int, int]] = []
+    shipped.pairwise(TABLE, method="gaussian_copula", between=lambda done, total: seen.append((done, total)))
+    assert seen == [(2, 6), (4, 6), (6, 6)]
+
+    class StopError(Exception):
+        pass
+
+    def stop(done: int, total: int) -> None:
+        seen.append((done, total))
+        raise StopError
+
+    seen.clear()
+    with pytest.raises(StopError):
+        shipped.screen(TABLE[:, :3], TABLE[:, 3], between=stop)
+    assert seen == [(2, 3)]  # stopped after the first step: the last column was never estimated
+
+
+def test_cli_pairwise_draws_a_heat_map(tmp_path: Path, capsys):
+    from mist.cli import main
+
+    path = tmp_path / "t.csv"
+    np.savetxt(path, TABLE, delimiter=",", header=",".join(NAMES), comments="")
+    plot = tmp_path / "mi.png"
+    assert main(["pairwise", str(path), "--method", "gaussian_copula", "--plot", str(plot), "--quiet"]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "heat map" in capsys.readouterr().out

@@ -1,5 +1,12 @@
-"""Calibrate a checkpoint's conditional MI (``mist calibrate-cmi``): run the chain rule on CMI tasks the network
-never trained on and fit the conformal offsets and the CI test's null statistics (:mod:`model.conditional`).
+"""Calibrate a checkpoint's intervals on tasks its network never trained on.
+
+- ``mist calibrate``: MI intervals (:mod:`model.intervals`), fitted on tasks of the training meta-distribution
+  (new seeds) and of the held-out one (its families and reshaping never trained on), and stored in the checkpoint.
+  The held-out *suite* of ``mist evaluate`` draws the same held-out families from other seeds, so its coverage is
+  in-calibration; the calibration's own leave-one-family-out coverage (in the checkpoint's report) is the figure
+  for families that calibration never saw.
+- ``mist calibrate-cmi``: conditional MI (:mod:`model.conditional`): run the chain rule on CMI tasks the network
+  never trained on and fit the conformal offsets and the CI test's null statistics.
 
 The calibration tasks and the benchmark's held-out tasks (``benchmarks/cmi_bench.py``) share no MI family, link
 or reshaping: calibration pairs the training families with the linear and tanh links; the held-out suite the
@@ -11,13 +18,20 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from metadata_gen.conditional import ConditionalSpec, sample_conditional_task
 from metadata_gen.config import load_config
+from metadata_gen.streams import INTERVAL_CALIBRATION_OFFSET
 from model.assets import DEFAULT_META, HELDOUT_META, resolve
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.conditional import Calibration, fit_calibration
 from model.estimator import Estimator, calibration_path
+from model.intervals import IntervalCalibration, fit_interval_calibration
+from model.training.evaluate import config_tasks
+
+INTERVAL_SOURCES = {"held-in": DEFAULT_META, "held-out": HELDOUT_META}
 
 CALIBRATION_SEED = 20_261_203
 HELDOUT_SEED = 31_415_927
@@ -51,3 +65,31 @@ def calibrate_checkpoint(checkpoint: str | Path, tasks: int = 600, progress: boo
     out = calibration_path(resolve(checkpoint))
     calibrate(est, calibration_spec(), tasks, progress).save(out)
     return out
+
+
+def calibrate_intervals(est: Estimator, tasks_per_source: int, progress: bool = True) -> IntervalCalibration:
+    """Fit MI interval offsets on ``tasks_per_source`` tasks of each of :data:`INTERVAL_SOURCES`; groups for the
+    leave-one-out report are ``source/family``."""
+    grids, disagreements, truths, groups = [], [], [], []
+    for source, meta in INTERVAL_SOURCES.items():
+        tasks = config_tasks(load_config(resolve(meta)), tasks_per_source, INTERVAL_CALIBRATION_OFFSET)
+        for t in tqdm(tasks, desc=f"calibrate {source}", disable=not progress):
+            ((g, d),) = est.raw_grids([(t.x, t.y)])
+            grids.append(g), disagreements.append(d), truths.append(t.mi), groups.append(f"{source}/{t.family}")
+    cal = fit_interval_calibration(np.stack(grids), np.array(disagreements), np.array(truths), list(est.grid), groups)
+    cal.report["sources"] = {
+        k: f"{Path(v).name}, seed + {INTERVAL_CALIBRATION_OFFSET}" for k, v in INTERVAL_SOURCES.items()
+    }
+    return cal
+
+
+def calibrate_checkpoint_intervals(checkpoint: str | Path, tasks_per_source: int = 400, progress: bool = True) -> dict:
+    """Calibrate ``checkpoint``'s MI intervals and write them into the checkpoint file; returns the report."""
+    path = resolve(checkpoint)
+    ckpt = load_checkpoint(path)
+    ckpt.pop("interval_calibration", None)  # fitted on the network's own quantiles
+    cal = calibrate_intervals(Estimator(ckpt), tasks_per_source, progress)
+    ckpt["interval_calibration"] = cal.to_dict()
+    ckpt.pop("format_version", None)
+    save_checkpoint(path, ckpt)
+    return cal.to_dict()

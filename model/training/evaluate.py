@@ -146,10 +146,15 @@ def load_suite(suite: str, tasks_per_bucket: int) -> list[Task]:
         return suite_tasks(load_config(SUITES[suite]), tasks_per_bucket)
     if not resolve(suite).is_file():
         raise ValueError(f"unknown suite {suite!r}: use held-in, held-out, textbook or a meta-distribution config file")
-    meta = load_config(resolve(suite))
-    gen = BatchGenerator(meta, meta.seed + SUITE_OFFSET)
-    per = meta.tasks_per_distribution  # one task per distribution
-    return [t for b in gen.generate([k * per for k in range(tasks_per_bucket * len(N_BUCKETS))]) for t in b.tasks()]
+    return config_tasks(load_config(resolve(suite)), tasks_per_bucket * len(N_BUCKETS))
+
+
+def config_tasks(meta: MetaConfig, count: int, offset: int = SUITE_OFFSET) -> list[Task]:
+    """``count`` tasks of a meta-distribution at its own shape prior, one per distribution, from the seed
+    ``meta.seed + offset`` (disjoint from training)."""
+    gen = BatchGenerator(meta, meta.seed + offset)
+    per = meta.tasks_per_distribution
+    return [t for b in gen.generate([k * per for k in range(count)]) for t in b.tasks()]
 
 
 def evaluate_many(

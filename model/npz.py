@@ -29,13 +29,10 @@ def _header(handle, field: str) -> tuple[tuple[int, ...], bool, np.dtype]:
         raise InputError(field, "has a malformed .npy header (cut short or not a plain shape/dtype header)") from None
 
 
-def _member(archive: zipfile.ZipFile, name: str, limits: Limits) -> np.ndarray:
+def _member(archive: zipfile.ZipFile, name: str, limits: Limits, max_columns: int) -> np.ndarray:
     """Read ``name`` + ``.npy`` after checking its header: shape and dtype are refused before anything inflates."""
     field = f"{name}.npy"
-    try:
-        info = archive.getinfo(field)
-    except KeyError:
-        raise InputError("body", "the .npz must contain arrays named 'x' and 'y' (and 'z' to condition on)") from None
+    info = archive.getinfo(field)
     max_bytes = limits.max_cells * 8 + HEADER_SLACK
     if info.file_size > max_bytes:
         raise InputError(field, f"inflates to {info.file_size} bytes; at most {max_bytes} are accepted")
@@ -46,8 +43,8 @@ def _member(archive: zipfile.ZipFile, name: str, limits: Limits) -> np.ndarray:
                 raise InputError(field, f"has dtype {dtype}; send numbers")
             if len(shape) not in (1, 2) or 0 in shape:
                 raise InputError(field, f"has shape {shape}; send an (n, d) or (n,) array")
-            if shape[0] > limits.max_n or (len(shape) == 2 and shape[1] > limits.max_dim):
-                raise InputError(field, f"has shape {shape}; at most {limits.max_n} rows and {limits.max_dim} columns")
+            if shape[0] > limits.max_n or (len(shape) == 2 and shape[1] > max_columns):
+                raise InputError(field, f"has shape {shape}; at most {limits.max_n} rows and {max_columns} columns")
             if int(np.prod(shape)) > limits.max_cells:
                 raise InputError(field, f"has shape {shape}; at most {limits.max_cells} numbers are accepted")
             count = int(np.prod(shape))
@@ -62,13 +59,30 @@ def _member(archive: zipfile.ZipFile, name: str, limits: Limits) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def read_npz(body: bytes, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``x``, ``y`` and ``z`` (None when absent) from the bytes of an ``.npz`` file, with every member checked
-    before it is inflated."""
+def read_members(
+    body: bytes, limits: Limits, required: tuple[str, ...], optional: tuple[str, ...] = (),
+    max_columns: dict[str, int] | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The named arrays of an ``.npz`` file's bytes (an optional one absent is left out), each member's header
+    checked before it inflates; a member has at most ``limits.max_dim`` columns unless ``max_columns`` says."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(body))
     except Exception:
-        raise InputError("body", "is not a readable .npz file (a zip of .npy arrays x and y)") from None
+        raise InputError("body", f"is not a readable .npz file (a zip of .npy arrays {', '.join(required)})") from None
     with archive:
-        z = _member(archive, "z", limits) if "z.npy" in archive.namelist() else None
-        return _member(archive, "x", limits), _member(archive, "y", limits), z
+        names = set(archive.namelist())
+        missing = [name for name in required if f"{name}.npy" not in names]
+        if missing:
+            extra = f" (and {', '.join(optional)} if wanted)" if optional else ""
+            raise InputError("body", f"the .npz must contain arrays named {', '.join(required)}{extra}; "
+                             f"{', '.join(missing)} missing")  # fmt: skip
+        wanted = [*required, *(name for name in optional if f"{name}.npy" in names)]
+        caps = max_columns or {}
+        return {name: _member(archive, name, limits, caps.get(name, limits.max_dim)) for name in wanted}
+
+
+def read_npz(body: bytes, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``x``, ``y`` and ``z`` (None when absent) from the bytes of an ``.npz`` file, with every member checked
+    before it is inflated."""
+    arrays = read_members(body, limits, ("x", "y"), ("z",))
+    return arrays["x"], arrays["y"], arrays.get("z")

@@ -77,7 +77,8 @@ def create_app(
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_buffered=settings.max_buffered_bytes,
                        timeout_s=settings.body_timeout_s)  # fmt: skip
-    media = {path: "application/json" for path in JSON_ROUTES} | {"/estimate/npz": "application/octet-stream"}
+    npz = ("/estimate/npz", "/estimate/screen/npz", "/estimate/pairwise/npz")
+    media = {path: "application/json" for path in JSON_ROUTES} | dict.fromkeys(npz, "application/octet-stream")
     known = tuple(route.path for route in router.routes)
     app.add_middleware(Observe, requests=requests, latency=latency, media=media, known=known)  # outermost
     return app

@@ -14,7 +14,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from model.npz import read_npz
+from model.npz import read_members, read_npz
+from model.screening import MAX_PAIRWISE_COLUMNS, MAX_SCREEN_COLUMNS
 from model.validation import InputError, Limits, parse_levels
 from server.schemas import (
     ARRAY_FIELDS,
@@ -180,3 +181,18 @@ def npz_call(body: bytes, limits: Limits, quantiles: str | None, method: str, mo
     opts = options({"quantiles": parse_levels(quantiles), "method": method, "model": model}, EstimateOptions)
     x, y, z = read_npz(body, limits)
     return Call(x, y, opts, z)
+
+
+def npz_table_call(
+    body: bytes, limits: Limits, screen: bool, quantiles: str | None, method: str, model: str, columns: str | None
+) -> TableCall:
+    """``POST /estimate/screen/npz`` (``screen``: arrays ``x`` and ``target``) and ``/estimate/pairwise/npz`` (array
+    ``x``); options come as query parameters (``quantiles`` and ``columns`` comma-separated)."""
+    names = None if columns is None else [c.strip() for c in columns.split(",")]
+    opts = options({"quantiles": parse_levels(quantiles), "method": method, "model": model, "columns": names},
+                   ScreenRequest if screen else PairwiseRequest, TableOptions)  # fmt: skip
+    if not screen and opts.quantiles is not None:
+        raise InputError("quantiles", "pairwise answers the median and the 90 % bounds; omit quantiles")
+    cap = MAX_SCREEN_COLUMNS if screen else MAX_PAIRWISE_COLUMNS
+    arrays = read_members(body, limits, ("x", "target") if screen else ("x",), max_columns={"x": cap})
+    return TableCall(arrays["x"], arrays.get("target"), opts)

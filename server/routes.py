@@ -243,6 +243,40 @@ async def estimate_npz(
     return await _admit(request, available, parsing.npz_call, args, _estimate)
 
 
+TABLE_NPZ = {"type": "string", "format": "binary", "description": "an .npz file holding the table x (n × p) and, "
+             "to screen, the target (n or n × d)"}  # fmt: skip
+TABLE_NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": TABLE_NPZ}}}}
+Columns = Annotated[str | None, Query(description="comma-separated names of x's columns (default: 0, 1, …)")]
+
+
+@router.post("/estimate/screen/npz", response_model=ScreenResponse, responses=PROBLEMS, openapi_extra=TABLE_NPZ_BODY)
+async def estimate_screen_npz(
+    request: Request,
+    available: ModelsDep,
+    quantiles: Annotated[str | None, Query(description="comma-separated levels (mist only)")] = None,
+    method: Annotated[Method, Query()] = "mist",
+    model: str = "default",
+    columns: Columns = None,
+) -> ScreenResponse:
+    """Binary upload of :func:`estimate_screen`: an ``.npz`` holding arrays ``x`` and ``target``."""
+    args = (await request.body(), available.pick(model).limits, True, quantiles, method, model, columns)
+    return await _admit(request, available, parsing.npz_table_call, args, _screen)
+
+
+@router.post("/estimate/pairwise/npz", response_model=PairwiseResponse, responses=PROBLEMS,
+             openapi_extra=TABLE_NPZ_BODY)  # fmt: skip
+async def estimate_pairwise_npz(
+    request: Request,
+    available: ModelsDep,
+    method: Annotated[Method, Query()] = "mist",
+    model: str = "default",
+    columns: Columns = None,
+) -> PairwiseResponse:
+    """Binary upload of :func:`estimate_pairwise`: an ``.npz`` holding the array ``x``."""
+    args = (await request.body(), available.pick(model).limits, False, None, method, model, columns)
+    return await _admit(request, available, parsing.npz_table_call, args, _pairwise)
+
+
 @router.get("/health/live")
 @router.get("/v2/health/live")
 async def live() -> dict:

@@ -151,3 +151,41 @@ def test_cli_pairwise_draws_a_heat_map(tmp_path: Path, capsys):
     plot = tmp_path / "mi.png"
     assert main(["pairwise", str(path), "--method", "gaussian_copula", "--plot", str(plot), "--quiet"]) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "heat map" in capsys.readouterr().out
+
+
+def test_http_screen_and_pairwise_take_npz_uploads(shipped):
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    def npz(**arrays) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    binary = {"content-type": "application/octet-stream"}
+    with TestClient(create_app(Settings(parse_workers=0), estimator=shipped)) as client:
+        body = npz(x=TABLE[:, :3], target=TABLE[:, 3])
+        r = client.post("/estimate/screen/npz?columns=noisy,unrelated,label", content=body, headers=binary)
+        assert r.status_code == 200, r.text
+        json_answer = client.post("/estimate/screen", json={"x": TABLE[:, :3].tolist(), "target": TABLE[:, 3].tolist(),
+                                                           "columns": NAMES[:3]}).json()  # fmt: skip
+        assert [x["column"] for x in r.json()["results"]] == [x["column"] for x in json_answer["results"]]
+        assert r.json()["results"][0]["result"]["mi_nats"] == pytest.approx(
+            json_answer["results"][0]["result"]["mi_nats"], abs=1e-6
+        )
+        r = client.post("/estimate/pairwise/npz?method=gaussian_copula", content=npz(x=TABLE), headers=binary)
+        assert r.status_code == 200 and r.json()["columns"] == ["0", "1", "2", "3"], r.text
+        refusals = [
+            ("/estimate/screen/npz", npz(x=TABLE[:, :3]), "body"),  # no target
+            ("/estimate/screen/npz?columns=a", body, "columns"),
+            ("/estimate/pairwise/npz?method=bogus", npz(x=TABLE), "method"),
+            ("/estimate/pairwise/npz", npz(x=np.zeros((10, MAX_PAIRWISE_COLUMNS + 1))), "x.npy"),
+            ("/estimate/pairwise/npz", b"not a zip", "body"),
+        ]
+        for path, payload, field in refusals:
+            r = client.post(path, content=payload, headers=binary)
+            assert r.status_code == 422 and r.json()["field"] == field, (path, r.text)

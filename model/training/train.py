@@ -27,7 +27,7 @@ from metadata_gen.config import ConfigError, MetaConfig, load_config, read_confi
 from metadata_gen.sampler import draw_shape
 from metadata_gen.streams import TRAIN_SHAPE_OFFSET, task_rng
 from model.assets import DEFAULT_META, resolve
-from model.checkpoint import load_checkpoint, load_weights_widening_head, save_checkpoint
+from model.checkpoint import load_checkpoint, load_start_weights, network_config, save_checkpoint
 from model.network import MISTNetwork, NetworkConfig
 from model.package_version import package_version
 
@@ -209,7 +209,7 @@ def fit(
         step, history, init_from = ckpt["step"], list(ckpt.get("history", [])), ckpt.get("init_from")
     elif init:
         start = load_checkpoint(resolve(init), device)
-        load_weights_widening_head(net, start["model"])
+        load_start_weights(net, start["model"], network_config(start))
         init_from = lineage(start)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 

@@ -321,7 +321,12 @@ class MISTNetwork(nn.Module):
     def forward_scores(self, sx: torch.Tensor, sy: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
         d = sx.shape[-1] + sy.shape[-1]
         bx, by = chunks(sx, sy, self.cfg.body_rows, self.body_chunks(sx.shape[1], d))
-        raw = self.head(torch.cat([self.pooled(bx, by), stats[:, : self.cfg.head_stats]], dim=-1)).float()
+        return self.head_quantiles(self.pooled(bx, by), stats)
+
+    def head_quantiles(self, pooled: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+        """The quantile head on the pooled body features ``(B, width)`` and the statistics ``(B, S)``: MI
+        quantiles in nats, ``(B, Q)``."""
+        raw = self.head(torch.cat([pooled, stats[:, : self.cfg.head_stats]], dim=-1)).float()
         anchor = self.to_scale(torch.expm1(stats[:, STAT_NAMES.index("log1p_gc_shrunk")]))
         mid = self.cfg.quantiles.index(0.5)  # the middle level (checked by NetworkConfig)
         # Monotone by construction: the median is a softplus, other quantiles step away by softplus gaps;

@@ -36,6 +36,8 @@ def network_config(ckpt: dict[str, Any]) -> NetworkConfig:
     cfg = dict(ckpt["network"])
     cfg["quantiles"] = tuple(cfg["quantiles"])
     cfg.setdefault("set_norm", False)  # written before 0.3.1
+    cfg.setdefault("readout", False)
+    cfg.setdefault("body_head", False)
     known = set(NetworkConfig.__dataclass_fields__)
     if not set(cfg) <= known or "body_cells" not in cfg:
         raise ValueError("checkpoint was written for an older network (before 0.3); retrain or use an older release")
@@ -52,15 +54,16 @@ def load_start_weights(net: MISTNetwork, state: dict[str, torch.Tensor], start_c
     """Load ``state`` (of a network with ``start_cfg``) into ``net`` so that ``net`` computes what it did:
 
     - if ``net``'s head reads more scalar statistics, the new input columns start at zero;
-    - if ``net`` normalizes tokens over rows (``set_norm``) and the start did not, its body now sees other
-      inputs: the start's pooled features (on a probe sample) are folded into the head's bias and their weights
-      start at zero, so the body learns from there without changing the start's answers."""
+    - if ``net`` has a body module the start lacks (``set_norm``, ``readout``), its body computes something else:
+      the start's pooled features (constant in 0.3.0; read on a probe sample) are folded into the head's bias and
+      their weights start at zero, so the body learns from there without changing the start's answers."""
     key = "head.0.weight"
     state = dict(state)
     have, want = state[key], net.state_dict()[key]
     if have.shape[1] < want.shape[1]:
         state[key] = torch.cat([have, have.new_zeros(have.shape[0], want.shape[1] - have.shape[1])], dim=1)
-    if net.cfg.set_norm and not start_cfg.set_norm:
+    new_modules = [m for m in ("set_norm", "readout") if getattr(net.cfg, m) and not getattr(start_cfg, m)]
+    if new_modules:
         start = MISTNetwork(start_cfg)
         start.load_state_dict({k: v.cpu() for k, v in state.items() if k != key} | {key: have.cpu()})
         width = net.cfg.width
@@ -69,7 +72,10 @@ def load_start_weights(net: MISTNetwork, state: dict[str, torch.Tensor], start_c
             pooled = start.eval().pooled(probe[..., :1], probe[..., 1:])[0].to(state[key].device)
         state["head.0.bias"] = state["head.0.bias"] + state[key][:, :width] @ pooled
         state[key] = torch.cat([torch.zeros_like(state[key][:, :width]), state[key][:, width:]], dim=1)
-        state |= {f"set_norm.{k}": v.to(state[key].device) for k, v in net.set_norm.state_dict().items()}
+        for m in new_modules:
+            state |= {f"{m}.{k}": v.to(state[key].device) for k, v in getattr(net, m).state_dict().items()}
+    if net.body_head is not None and "body_head.weight" not in state:  # training only: starts from its init
+        state |= {f"body_head.{k}": v for k, v in net.body_head.state_dict().items()}
     net.load_state_dict(state)
 
 

@@ -64,6 +64,14 @@ class NetworkConfig:
     # scores have fixed marginals, so row tokens differ only by a little joint structure, which in 0.3.0 stayed
     # about 1 % of the token's scale and the body's pooled output ended constant (the head read only statistics).
     set_norm: bool = True
+    # A per-row MLP before the attention pool (0.3.1): over set-normalized tokens the pool's attention starts
+    # uniform, and a uniform mean of a linear map of standardized tokens is constant; nonlinear row features keep
+    # the joint structure (their means carry the tokens' higher moments).
+    readout: bool = True
+    # Training only (0.3.1): a second quantile head on the pooled body features alone, with its own pinball loss,
+    # so the body must carry MI information of its own (in 0.3.0 training switched the body off: the statistics
+    # were the cheaper signal). Answers never read it.
+    body_head: bool = True
     # The scale the quantiles are produced (and trained) on: "log1p" models u = log(1 + MI), so small-MI errors are
     # not drowned by high-MI ones; quantiles commute with monotone maps, so the outputs stay MI quantiles in nats.
     scale: Scale = "log1p"
@@ -273,16 +281,27 @@ class MISTNetwork(nn.Module):
         self.side = nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
         self.pair = nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
         self.set_norm = SetNorm(w) if cfg.set_norm else None
+        self.readout = (
+            nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.GELU(), nn.Linear(2 * w, w)) if cfg.readout else None
+        )
         self.blocks = nn.ModuleList(ISAB(w, cfg.heads, cfg.inducing) for _ in range(cfg.blocks))
         self.pool = MAB(w, cfg.heads)
         self.pool_seed = nn.Parameter(torch.randn(1, 1, w) / math.sqrt(w))
+        self.body_head = nn.Linear(w, len(cfg.quantiles)) if cfg.body_head else None
         self.head = nn.Sequential(
             nn.Linear(w + cfg.head_stats, 2 * w), nn.GELU(), nn.Linear(2 * w, 2 * w), nn.GELU(),
             nn.Linear(2 * w, len(cfg.quantiles)),
         )  # fmt: skip
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, soft: bool = False) -> torch.Tensor:
-        return self.forward_scores(*self.scores_and_statistics(x, y, soft))
+    def forward(self, x: torch.Tensor, y: torch.Tensor, soft: bool = False, with_body: bool = False):
+        """MI quantiles ``(B, Q)`` in nats; ``with_body`` (training): also the body-only head's quantiles."""
+        sx, sy, stats = self.scores_and_statistics(x, y, soft)
+        if not with_body:
+            return self.forward_scores(sx, sy, stats)
+        bx, by = chunks(sx, sy, self.cfg.body_rows, self.body_chunks(sx.shape[1], sx.shape[-1] + sy.shape[-1]))
+        pooled = self.pooled(bx, by)
+        zero = torch.zeros(len(pooled), device=pooled.device)
+        return self.head_quantiles(pooled, stats), self._monotone(self.body_head(pooled).float(), zero)
 
     def scores_and_statistics(
         self, x: torch.Tensor, y: torch.Tensor, soft: bool = False
@@ -315,6 +334,8 @@ class MISTNetwork(nn.Module):
             tokens = self.set_norm(tokens)
         for block in self.blocks:
             tokens = block(tokens)
+        if self.readout is not None:
+            tokens = self.readout(tokens)
         pooled = self.pool(self.pool_seed.expand(tokens.shape[0], -1, -1), tokens).squeeze(1).float()
         return pooled.reshape(b, c, -1).mean(1)
 
@@ -327,7 +348,10 @@ class MISTNetwork(nn.Module):
         """The quantile head on the pooled body features ``(B, width)`` and the statistics ``(B, S)``: MI
         quantiles in nats, ``(B, Q)``."""
         raw = self.head(torch.cat([pooled, stats[:, : self.cfg.head_stats]], dim=-1)).float()
-        anchor = self.to_scale(torch.expm1(stats[:, STAT_NAMES.index("log1p_gc_shrunk")]))
+        return self._monotone(raw, self.to_scale(torch.expm1(stats[:, STAT_NAMES.index("log1p_gc_shrunk")])))
+
+    def _monotone(self, raw: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """Raw head outputs ``(B, Q)`` → ordered, non-negative quantiles in nats around ``anchor`` (on the scale)."""
         mid = self.cfg.quantiles.index(0.5)  # the middle level (checked by NetworkConfig)
         # Monotone by construction: the median is a softplus, other quantiles step away by softplus gaps;
         # the lower ones are clamped at 0 (the clamp keeps them ordered).

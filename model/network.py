@@ -60,18 +60,6 @@ class NetworkConfig:
     train_chunks: int = 2  # body chunks read per task in training (their mean is unbiased for the all-chunk mean)
     knn_k: int = 5
     knn_max_rows: int = 8192  # rows the kNN statistics read (all rows up to this; the first in hash order above)
-    # Normalize each token feature over the rows of its chunk before attention (0.3.1; 0.3.0 had none): Gaussian
-    # scores have fixed marginals, so row tokens differ only by a little joint structure, which in 0.3.0 stayed
-    # about 1 % of the token's scale and the body's pooled output ended constant (the head read only statistics).
-    set_norm: bool = True
-    # A per-row MLP before the attention pool (0.3.1): over set-normalized tokens the pool's attention starts
-    # uniform, and a uniform mean of a linear map of standardized tokens is constant; nonlinear row features keep
-    # the joint structure (their means carry the tokens' higher moments).
-    readout: bool = True
-    # Training only (0.3.1): a second quantile head on the pooled body features alone, with its own pinball loss,
-    # so the body must carry MI information of its own (in 0.3.0 training switched the body off: the statistics
-    # were the cheaper signal). Answers never read it.
-    body_head: bool = True
     # The scale the quantiles are produced (and trained) on: "log1p" models u = log(1 + MI), so small-MI errors are
     # not drowned by high-MI ones; quantiles commute with monotone maps, so the outputs stay MI quantiles in nats.
     scale: Scale = "log1p"
@@ -115,20 +103,6 @@ class MAB(nn.Module):
         att = F.scaled_dot_product_attention(self._split(self.q(self.norm_q(q))), self._split(k), self._split(v))
         h = q + self.out(att.transpose(1, 2).flatten(-2))
         return h + self.mlp(self.norm_out(h))
-
-
-class SetNorm(nn.Module):
-    """Each feature standardized over the rows of a set (mean 0, variance 1), then a learned scale and shift:
-    symmetric in the rows, so the set invariances are kept."""
-
-    def __init__(self, width: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight, self.bias = nn.Parameter(torch.ones(width)), nn.Parameter(torch.zeros(width))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (S, n, w)
-        h = h - h.mean(1, keepdim=True)
-        return h * torch.rsqrt(h.square().mean(1, keepdim=True) + self.eps) * self.weight + self.bias
 
 
 class ISAB(nn.Module):
@@ -280,28 +254,16 @@ class MISTNetwork(nn.Module):
         self.cell = nn.Sequential(nn.Linear(3, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
         self.side = nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
         self.pair = nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
-        self.set_norm = SetNorm(w) if cfg.set_norm else None
-        self.readout = (
-            nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.GELU(), nn.Linear(2 * w, w)) if cfg.readout else None
-        )
         self.blocks = nn.ModuleList(ISAB(w, cfg.heads, cfg.inducing) for _ in range(cfg.blocks))
         self.pool = MAB(w, cfg.heads)
         self.pool_seed = nn.Parameter(torch.randn(1, 1, w) / math.sqrt(w))
-        self.body_head = nn.Linear(w, len(cfg.quantiles)) if cfg.body_head else None
         self.head = nn.Sequential(
             nn.Linear(w + cfg.head_stats, 2 * w), nn.GELU(), nn.Linear(2 * w, 2 * w), nn.GELU(),
             nn.Linear(2 * w, len(cfg.quantiles)),
         )  # fmt: skip
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, soft: bool = False, with_body: bool = False):
-        """MI quantiles ``(B, Q)`` in nats; ``with_body`` (training): also the body-only head's quantiles."""
-        sx, sy, stats = self.scores_and_statistics(x, y, soft)
-        if not with_body:
-            return self.forward_scores(sx, sy, stats)
-        bx, by = chunks(sx, sy, self.cfg.body_rows, self.body_chunks(sx.shape[1], sx.shape[-1] + sy.shape[-1]))
-        pooled = self.pooled(bx, by)
-        zero = torch.zeros(len(pooled), device=pooled.device)
-        return self.head_quantiles(pooled, stats), self._monotone(self.body_head(pooled).float(), zero)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, soft: bool = False) -> torch.Tensor:
+        return self.forward_scores(*self.scores_and_statistics(x, y, soft))
 
     def scores_and_statistics(
         self, x: torch.Tensor, y: torch.Tensor, soft: bool = False
@@ -324,34 +286,27 @@ class MISTNetwork(nn.Module):
             return self.cfg.train_chunks
         return max(1, self.cfg.body_cells // (self.cfg.body_rows * d))
 
+    def forward_scores(self, sx: torch.Tensor, sy: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+        d = sx.shape[-1] + sy.shape[-1]
+        bx, by = chunks(sx, sy, self.cfg.body_rows, self.body_chunks(sx.shape[1], d))
+        return self.head_quantiles(self.pooled(bx, by), stats)
+
     def pooled(self, bx: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
         """The body: chunks ``(B, C, m, d)`` per side → attention-pooled features averaged over the chunks,
         ``(B, width)`` (the mean over chunks: its noise shrinks with n)."""
         b, c, m = bx.shape[:3]
         px, py = self._side_tokens(bx.reshape(b * c, m, -1)), self._side_tokens(by.reshape(b * c, m, -1))
         tokens = self.side(px) + self.side(py) + self.pair(px * py)
-        if self.set_norm is not None:
-            tokens = self.set_norm(tokens)
         for block in self.blocks:
             tokens = block(tokens)
-        if self.readout is not None:
-            tokens = self.readout(tokens)
         pooled = self.pool(self.pool_seed.expand(tokens.shape[0], -1, -1), tokens).squeeze(1).float()
         return pooled.reshape(b, c, -1).mean(1)
-
-    def forward_scores(self, sx: torch.Tensor, sy: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-        d = sx.shape[-1] + sy.shape[-1]
-        bx, by = chunks(sx, sy, self.cfg.body_rows, self.body_chunks(sx.shape[1], d))
-        return self.head_quantiles(self.pooled(bx, by), stats)
 
     def head_quantiles(self, pooled: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
         """The quantile head on the pooled body features ``(B, width)`` and the statistics ``(B, S)``: MI
         quantiles in nats, ``(B, Q)``."""
         raw = self.head(torch.cat([pooled, stats[:, : self.cfg.head_stats]], dim=-1)).float()
-        return self._monotone(raw, self.to_scale(torch.expm1(stats[:, STAT_NAMES.index("log1p_gc_shrunk")])))
-
-    def _monotone(self, raw: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-        """Raw head outputs ``(B, Q)`` → ordered, non-negative quantiles in nats around ``anchor`` (on the scale)."""
+        anchor = self.to_scale(torch.expm1(stats[:, STAT_NAMES.index("log1p_gc_shrunk")]))
         mid = self.cfg.quantiles.index(0.5)  # the middle level (checked by NetworkConfig)
         # Monotone by construction: the median is a softplus, other quantiles step away by softplus gaps;
         # the lower ones are clamped at 0 (the clamp keeps them ordered).

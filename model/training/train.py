@@ -27,7 +27,7 @@ from metadata_gen.config import ConfigError, MetaConfig, load_config, read_confi
 from metadata_gen.sampler import draw_shape
 from metadata_gen.streams import TRAIN_SHAPE_OFFSET, task_rng
 from model.assets import DEFAULT_META, resolve
-from model.checkpoint import load_checkpoint, load_start_weights, network_config, save_checkpoint
+from model.checkpoint import load_checkpoint, load_weights_widening_head, save_checkpoint
 from model.network import MISTNetwork, NetworkConfig
 from model.package_version import package_version
 
@@ -53,7 +53,6 @@ class OptimSection(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     warmup: int = Field(100, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    body_loss_weight: float = Field(0.5, ge=0, description="weight of the body-only head's pinball loss (if any)")
     trainable: Trainable = Field("all", description='"head": train only the quantile head, the body stays frozen')
     max_minutes: float | None = Field(
         None, gt=0, description="wall-clock budget: stop when reached; the schedule follows max(step, time) progress"
@@ -210,7 +209,7 @@ def fit(
         step, history, init_from = ckpt["step"], list(ckpt.get("history", [])), ckpt.get("init_from")
     elif init:
         start = load_checkpoint(resolve(init), device)
-        load_start_weights(net, start["model"], network_config(start))
+        load_weights_widening_head(net, start["model"])
         init_from = lineage(start)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
@@ -242,10 +241,8 @@ def fit(
             group["lr"] = _lr_at(step, cfg.optim, time.perf_counter() - started)
         x, y, mi = (batch[k].to(device, non_blocking=True) for k in ("x", "y", "mi"))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            pred, body = model(x, y, with_body=True) if net.body_head is not None else (model(x, y), None)
+            pred = model(x, y)
         loss = pinball_loss(net.to_scale(pred.float()), net.to_scale(mi), net.taus)
-        if body is not None:
-            loss = loss + cfg.optim.body_loss_weight * pinball_loss(net.to_scale(body), net.to_scale(mi), net.taus)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)

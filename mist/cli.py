@@ -350,14 +350,19 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate(args: argparse.Namespace) -> int:
+def _check_calibration_args(args: argparse.Namespace) -> None:
     from model.assets import resolve
-    from model.training.calibrate import calibrate_checkpoint_intervals
 
     if args.tasks < 20:
-        raise UserError("--tasks must be >= 20 per source (the 5 % and 95 % offsets need at least that many)")
+        raise UserError("--tasks must be >= 20 (the 5 % and 95 % offsets need at least that many)")
     if not resolve(args.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {args.checkpoint}")
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from model.training.calibrate import calibrate_checkpoint_intervals
+
+    _check_calibration_args(args)
     report = calibrate_checkpoint_intervals(args.checkpoint, args.tasks, progress=not args.quiet)["report"]
     print(f"calibrated {args.checkpoint}: 90 % coverage on the calibration tasks {report['coverage_90_before']:.2f}"
           f" before, {report['coverage_90_after']:.2f} after")  # fmt: skip
@@ -368,13 +373,9 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _calibrate_cmi(args: argparse.Namespace) -> int:
-    from model.assets import resolve
     from model.training.calibrate import calibrate_checkpoint
 
-    if args.tasks < 20:
-        raise UserError("--tasks must be >= 20 (the 5 % and 95 % offsets need at least that many)")
-    if not resolve(args.checkpoint).is_file():
-        raise UserError(f"checkpoint not found: {args.checkpoint}")
+    _check_calibration_args(args)
     out = calibrate_checkpoint(args.checkpoint, args.tasks, progress=not args.quiet)
     print(f"wrote {out}")
     return 0

@@ -226,6 +226,8 @@ async def estimate_pairwise(request: Request, available: ModelsDep) -> PairwiseR
     return await _admit(request, available, parsing.pairwise_call, (await request.body(),), _pairwise)
 
 
+QuantilesQuery = Annotated[str | None, Query(description="comma-separated levels (mist only)")]
+MethodQuery = Annotated[Method, Query()]
 NPZ_SCHEMA = {"type": "string", "format": "binary", "description": "an .npz file holding arrays x (n × dx), y (n × dy)"}
 NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": NPZ_SCHEMA}}}}
 
@@ -234,8 +236,8 @@ NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-str
 async def estimate_npz(
     request: Request,
     available: ModelsDep,
-    quantiles: Annotated[str | None, Query(description="comma-separated levels (mist only)")] = None,
-    method: Annotated[Method, Query()] = "mist",
+    quantiles: QuantilesQuery = None,
+    method: MethodQuery = "mist",
     model: str = "default",
 ) -> EstimateResponse:
     """Binary upload: the body is an ``.npz`` file holding arrays ``x`` and ``y``."""
@@ -253,8 +255,8 @@ Columns = Annotated[str | None, Query(description="comma-separated names of x's 
 async def estimate_screen_npz(
     request: Request,
     available: ModelsDep,
-    quantiles: Annotated[str | None, Query(description="comma-separated levels (mist only)")] = None,
-    method: Annotated[Method, Query()] = "mist",
+    quantiles: QuantilesQuery = None,
+    method: MethodQuery = "mist",
     model: str = "default",
     columns: Columns = None,
 ) -> ScreenResponse:
@@ -268,7 +270,7 @@ async def estimate_screen_npz(
 async def estimate_pairwise_npz(
     request: Request,
     available: ModelsDep,
-    method: Annotated[Method, Query()] = "mist",
+    method: MethodQuery = "mist",
     model: str = "default",
     columns: Columns = None,
 ) -> PairwiseResponse:

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.validation import InputError, as_matrix
+from model.validation import MAX_PAIRWISE_COLUMNS, MAX_SCREEN_COLUMNS, InputError, as_matrix
 
 if TYPE_CHECKING:
     from model.estimator import Estimate, Estimator
 
-MAX_SCREEN_COLUMNS = 10_000
-MAX_PAIRWISE_COLUMNS = 300  # 44 850 pairs
 PAIRS_PER_STEP = 256  # pairs estimated between two calls of ``between`` (a progress bar, or a cancellation check)
 
 Between = Callable[[int, int], None]  # called with (pairs done, pairs in all) after each step; may raise to stop

@@ -19,6 +19,8 @@ MAX_CELLS = 2**24  # n · (dx + dy): bounds memory (134 MB per float64 copy) and
 MAX_DIM = 64
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)  # the levels answered when a caller names none
 MAX_QUANTILE_LEVELS = 100  # bounds the answer's size: a 256-item batch at 20 000 levels once answered 193 MiB
+MAX_SCREEN_COLUMNS = 10_000  # columns screened against one target in one request
+MAX_PAIRWISE_COLUMNS = 300  # columns of a pairwise matrix (44 850 pairs)
 
 
 class InputError(ValueError):

@@ -15,8 +15,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from model.npz import read_members, read_npz
-from model.screening import MAX_PAIRWISE_COLUMNS, MAX_SCREEN_COLUMNS
-from model.validation import InputError, Limits, parse_levels
+from model.validation import MAX_PAIRWISE_COLUMNS, MAX_SCREEN_COLUMNS, InputError, Limits, parse_levels
 from server.schemas import (
     ARRAY_FIELDS,
     CONDITION_FIELD,

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.screening import MAX_PAIRWISE_COLUMNS
-from model.validation import InputError
+from model.validation import MAX_PAIRWISE_COLUMNS, InputError
 
 RNG = np.random.default_rng(5)
 N = 600

@@ -149,6 +149,16 @@ def _load_array(path: str, cols: str | None = None):
     return table if cols is None else table[:, _column_indices(header, table.shape[1], cols, path)]
 
 
+FLAGS = {"true": True, "false": False, "auto": "auto"}  # --discrete-* values
+
+
+def _discrete_features(args: argparse.Namespace):
+    """--discrete-features: auto, true, false, or the discrete columns by name or index, comma-separated."""
+    if args.discrete_features.lower() in FLAGS:
+        return FLAGS[args.discrete_features.lower()]
+    return [int(c) if c.strip().isdigit() else c.strip() for c in args.discrete_features.split(",")]
+
+
 def _screen(args: argparse.Namespace) -> int:
     import json
 
@@ -163,7 +173,9 @@ def _screen(args: argparse.Namespace) -> int:
     try:
         answers = Estimator.load(args.checkpoint).screen(table[:, features], table[:, target], method=args.method,
                                                          columns=[names[j] for j in features],
-                                                         between=_progress_bar(args, "screen"))  # fmt: skip
+                                                         between=_progress_bar(args, "screen"),
+                                                         discrete_features=_discrete_features(args),
+                                                         discrete_target=FLAGS[args.discrete_target])  # fmt: skip
     except InputError as err:
         raise UserError(str(err)) from None
     order = ranked(answers)
@@ -174,7 +186,11 @@ def _screen(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in order)
     for name, a in order:
         interval = f"[{a.interval_90[0]:.3f}, {a.interval_90[1]:.3f}]" if a.interval_90 else ""
-        print(f"  {name:{width}s}  {a.mi_nats:7.3f}  {interval}")
+        print(f"  {name:{width}s}  {a.mi_nats:7.3f}  {interval}  {'' if a.method == args.method else a.method}")
+    tied = [name for name, a in order if a.warnings]
+    if tied:
+        print(f"warning: tied values in columns read as continuous: {', '.join(tied)} (ties broken by noise); "
+              "declare discrete ones with --discrete-features", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -187,7 +203,8 @@ def _pairwise(args: argparse.Namespace) -> int:
     table, header = _load_table(args.table)
     try:
         result = Estimator.load(args.checkpoint).pairwise(table, method=args.method, columns=header,
-                                                          between=_progress_bar(args, "pairwise"))  # fmt: skip
+                                                          between=_progress_bar(args, "pairwise"),
+                                                          discrete_features=_discrete_features(args))  # fmt: skip
     except InputError as err:
         raise UserError(str(err)) from None
     head = ",".join(["", *result.names])
@@ -320,7 +337,12 @@ def _estimate(args: argparse.Namespace) -> int:
     x, y, z = _read_arrays(args)
     try:
         levels = parse_levels(args.quantiles)
-        if args.method == "mist":  # only the network needs torch and a checkpoint
+        sides = {"discrete_x": FLAGS[args.discrete_x], "discrete_y": FLAGS[args.discrete_y]}
+        if any(sides.values()) and (z is not None or args.k is not None):
+            raise UserError("--discrete-x/--discrete-y do not apply with --z or --k")
+        if any(sides.values()):  # the discrete estimators answer whatever the method
+            est = Estimator.load(args.checkpoint).estimate(x, y, levels, args.method, **sides)
+        elif args.method == "mist":  # only the network needs torch and a checkpoint
             if args.k is not None:
                 raise UserError("--k is KSG's neighbour count; use it with --method ksg")
             net = Estimator.load(args.checkpoint)
@@ -347,6 +369,8 @@ def _estimate(args: argparse.Namespace) -> int:
         if levels is not None:
             line += "\nquantiles: " + ", ".join(f"{q}: {v:.4f}" for q, v in est.quantiles.items())
         print(line)
+        for warning in est.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -483,6 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quantiles", default=None, help="levels to report, comma-separated (mist only), e.g. 0.1,0.5,0.9")
     s.add_argument("--k", type=int, default=None, help="KSG's neighbour count (--method ksg; default 5)")
     s.add_argument("--json", action="store_true", help="one JSON object, the same names as the HTTP answer")
+    for side in ("x", "y"):
+        s.add_argument(
+            f"--discrete-{side}",
+            default="false",
+            choices=tuple(FLAGS),
+            help=f"{side.upper()} is discrete (auto: integer-valued, at most 32 values, 5 rows per value)",
+        )
     s.set_defaults(handler=_estimate)
 
     def table_command(name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
@@ -491,12 +522,19 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--method", default="mist", choices=METHODS, help="mist (with intervals) or a baseline")
         t.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the shipped one)")
         t.add_argument("--quiet", action="store_true", help="no progress bar")
+        t.add_argument(
+            "--discrete-features",
+            default="auto",
+            help="auto (integer-valued, at most 32 values, 5 rows "
+            "per value), true, false, or the discrete columns by name or index, comma-separated",
+        )
         t.set_defaults(handler=handler)
         return t
 
     m = table_command("screen", "MI of every column of a table against a target, ranked, with intervals", _screen)
     m.add_argument("--target", required=True, help="target column(s): header names or indices from 0, comma-separated")
     m.add_argument("--json", action="store_true", help="one JSON object of answers by column, ranked")
+    m.add_argument("--discrete-target", default="false", choices=tuple(FLAGS), help="the target is discrete")
     w = table_command("pairwise", "the matrix of MI between all pairs of columns of a table, with bounds", _pairwise)
     w.add_argument("--out", default=None, help="write the matrix here as CSV (+ _lower, _upper); else print it")
     w.add_argument("--plot", default=None, help="also draw the medians as a heat map into this image (.png, .svg)")

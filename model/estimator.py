@@ -20,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from model import baselines
+from model import baselines, discrete
 from model.assets import DEFAULT_CHECKPOINT, resolve
 from model.conditional import Calibration, Combined, chain_pairs, combine
 from model.intervals import DISAGREEMENT, IntervalCalibration
-from model.ties import tie_broken_ranks
+from model.ties import has_ties, tie_broken_ranks
 from model.validation import (
     DEFAULT_QUANTILES,
     InputError,
     Limits,
+    as_matrix,
     check_method,
     check_work,
     validate_pair,
@@ -56,6 +57,7 @@ class Estimate:
     dy: int = 0
     checkpoint_version: str = ""
     dz: int = 0  # the conditioning set's dims: 0 for I(X; Y), more for I(X; Y | Z)
+    warnings: list[str] = field(default_factory=list)  # what the caller should know (ties in a continuous column)
 
     @property
     def mi_bits(self) -> float:
@@ -80,6 +82,22 @@ def _drop_constant_columns(a: np.ndarray) -> np.ndarray:
     return a[:, np.ptp(a, axis=0) > 0]
 
 
+def tie_warnings(x: np.ndarray, y: np.ndarray, discrete_sides: tuple[bool, bool] = (False, False)) -> list[str]:
+    """A warning for each side read as continuous whose (non-constant) columns repeat values: the ties are
+    broken by value-keyed noise (:mod:`model.ties`), which is right for a discrete column only if it is
+    declared (then :mod:`model.discrete` answers), and approximate for rounded measurements."""
+    out = []
+    for name, a, is_discrete in (("x", x, discrete_sides[0]), ("y", y, discrete_sides[1])):
+        tied = np.flatnonzero(has_ties(a) & (np.ptp(a, axis=0) > 0)) if not is_discrete else []
+        if len(tied):
+            levels = min(len(np.unique(a[:, j])) for j in tied)
+            out.append(f"{name} has tied values (column{'s' * (len(tied) > 1)} {', '.join(map(str, tied))}; as few "
+                       f"as {levels} distinct in {len(a)} rows) but is read as continuous, its ties broken by "
+                       f"noise; if {name} is discrete (labels, counts, flags), declare it: discrete_{name}=true "
+                       "(screening: discrete_features, discrete_target)")  # fmt: skip
+    return out
+
+
 def estimate_baseline(x, y, method: str, limits: Limits = Limits(), k: int | None = None) -> Estimate:
     """A classical estimator (:data:`model.baselines.BASELINES`) on validated arrays; needs no checkpoint (and no
     torch). Baselines give a point estimate: ``interval_90`` is None and ``quantiles`` is empty. ``k`` is KSG's
@@ -95,7 +113,7 @@ def estimate_baseline(x, y, method: str, limits: Limits = Limits(), k: int | Non
     if k is not None and not 1 <= k < len(x):
         raise InputError("k", f"must lie in [1, n - 1] = [1, {len(x) - 1}], got {k}")
     value = float(baselines.BASELINES[method](x, y, **options))
-    return Estimate(method, value, n=len(x), dx=x.shape[1], dy=y.shape[1])
+    return Estimate(method, value, n=len(x), dx=x.shape[1], dy=y.shape[1], warnings=tie_warnings(x, y))
 
 
 def estimate_conditional_baseline(x, y, z, method: str, limits: Limits = Limits()) -> Estimate:
@@ -183,7 +201,7 @@ class Estimator:
         lo, med, hi = np.interp([0.05, 0.5, 0.95], self.grid, grid_q)
         return Estimate(
             "mist", float(med), {quantile_key(q): float(v) for q, v in zip(quantiles, interp, strict=True)},
-            (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version,
+            (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version, warnings=tie_warnings(x, y),
         )  # fmt: skip
 
     def check_request(
@@ -199,10 +217,14 @@ class Estimator:
             return ()
         return validate_quantiles(DEFAULT_QUANTILES if quantiles is None else quantiles, *self.quantile_range)
 
-    def estimate(self, x, y, quantiles: Sequence[float] | None = None, method: str = "mist") -> Estimate:
+    def estimate(
+        self, x, y, quantiles: Sequence[float] | None = None, method: str = "mist", *,
+        discrete_x: discrete.Discreteness = False, discrete_y: discrete.Discreteness = False,
+    ) -> Estimate:  # fmt: skip
         """Estimate I(X; Y) in nats for one sample (rows are samples); see :meth:`check_request` for
-        ``quantiles`` and ``method``."""
-        return self.estimate_batch([(x, y)], quantiles, method)[0]
+        ``quantiles`` and ``method``. A side declared discrete (True, or ``"auto"``: :func:`model.discrete.
+        looks_discrete`) is answered by :mod:`model.discrete`, whatever the method."""
+        return self.estimate_batch([(x, y)], quantiles, method, sides=[(discrete_x, discrete_y)])[0]
 
     def conditional(self, x, y, z, quantiles: Sequence[float] | None = None, method: str = "mist") -> Estimate:
         """Estimate I(X; Y | Z) in nats (:mod:`model.conditional`): rows are samples; ``mi_nats`` is the median,
@@ -248,19 +270,24 @@ class Estimator:
         return self.calibration
 
     def screen(self, X, target, *, method: str = "mist", quantiles: Sequence[float] | None = None,
-               columns: Sequence[str] | None = None, between=None) -> dict[str, Estimate]:  # fmt: skip
+               columns: Sequence[str] | None = None, between=None, discrete_features="auto",
+               discrete_target: discrete.Discreteness = False) -> dict[str, Estimate]:  # fmt: skip
         """I(X_j; target) for every column of ``X``, by name (:func:`model.screening.screen`; ``between`` is
-        called with (done, total) between steps of pairs: a progress bar, or a check that may raise to stop)."""
+        called with (done, total) between steps of pairs: a progress bar, or a check that may raise to stop;
+        ``discrete_features``: ``"auto"``, a bool, or the discrete columns by name, index or mask)."""
         from model.screening import screen
 
-        return screen(self, X, target, method=method, quantiles=quantiles, columns=columns, between=between)
+        return screen(self, X, target, method=method, quantiles=quantiles, columns=columns, between=between,
+                      discrete_features=discrete_features, discrete_target=discrete_target)  # fmt: skip
 
-    def pairwise(self, X, *, method: str = "mist", columns: Sequence[str] | None = None, between=None):
-        """The matrix of I(X_i; X_j) with 90 % bounds (:func:`model.screening.pairwise`; ``between`` as in
-        :meth:`screen`)."""
+    def pairwise(self, X, *, method: str = "mist", columns: Sequence[str] | None = None, between=None,
+                 discrete_features="auto"):  # fmt: skip
+        """The matrix of I(X_i; X_j) with 90 % bounds (:func:`model.screening.pairwise`; ``between`` and
+        ``discrete_features`` as in :meth:`screen`)."""
         from model.screening import pairwise
 
-        return pairwise(self, X, method=method, columns=columns, between=between)
+        return pairwise(self, X, method=method, columns=columns, between=between,
+                        discrete_features=discrete_features)  # fmt: skip
 
     def _check_trained_range(self, x: np.ndarray, y: np.ndarray) -> None:
         for side, a in (("x", x), ("y", y)):
@@ -271,18 +298,42 @@ class Estimator:
                                  "to non-monotone dependence; KSG is biased low in high dimensions)")  # fmt: skip
 
     def estimate_batch(
-        self, pairs: Sequence[tuple], quantiles: Sequence[float] | None = None, method: str = "mist"
-    ) -> list[Estimate]:
-        """:meth:`estimate` for each pair, the one path every caller takes. Pairs of one shape (after constant
-        columns are dropped) share forward passes of up to :data:`BATCH_CELLS` numbers. Raises on the first bad
-        pair."""
+        self, pairs: Sequence[tuple], quantiles: Sequence[float] | None = None, method: str = "mist", *,
+        sides: Sequence[tuple[discrete.Discreteness, discrete.Discreteness]] | None = None,
+    ) -> list[Estimate]:  # fmt: skip
+        """:meth:`estimate` for each pair, the one path every caller takes (``sides``: each pair's
+        ``(discrete_x, discrete_y)``, default continuous). Pairs of one shape (after constant columns are
+        dropped) share forward passes of up to :data:`BATCH_CELLS` numbers. Raises on the first bad pair."""
         qs = self.check_request(quantiles, method)
-        if method != "mist":
-            return [estimate_baseline(x, y, method, self.limits) for x, y in pairs]
         checked = [validate_pair(x, y, self.limits) for x, y in pairs]
-        for x, y in checked:
-            self._check_trained_range(x, y)
-        return [self._answer(g, qs, x, y) for g, (x, y) in zip(self._grids(checked), checked, strict=True)]
+        declared = sides or [(False, False)] * len(checked)
+        if len(declared) != len(checked):
+            raise InputError("sides", f"names {len(declared)} pairs; the batch has {len(checked)}")
+        resolved = [(discrete.resolve(fx, as_matrix(x, "x"), "discrete_x"),  # as given: checked ones are rescaled
+                     discrete.resolve(fy, as_matrix(y, "y"), "discrete_y"))
+                    for (x, y), (fx, fy) in zip(pairs, declared, strict=True)]  # fmt: skip
+        answers: list[Estimate | None] = [None] * len(checked)
+        for i, ((x, y), side) in enumerate(zip(checked, resolved, strict=True)):
+            if any(side):
+                answers[i] = self._discrete_answer(x, y, side, qs)
+        rest = [i for i, a in enumerate(answers) if a is None]
+        if method != "mist":
+            for i in rest:
+                answers[i] = estimate_baseline(*checked[i], method, self.limits)
+            return answers
+        for i in rest:
+            self._check_trained_range(*checked[i])
+        for i, g in zip(rest, self._grids([checked[i] for i in rest]), strict=True):
+            answers[i] = self._answer(g, qs, *checked[i])
+        return answers
+
+    def _discrete_answer(self, x: np.ndarray, y: np.ndarray, side: tuple[bool, bool], qs: tuple[float, ...]):
+        name, value, se = discrete.estimate(x, y, *side)
+        values = discrete.quantiles(value, se, qs)
+        lo, hi = discrete.quantiles(value, se, (0.05, 0.95))
+        return Estimate(name, value, {quantile_key(q): float(v) for q, v in zip(qs, values, strict=True)},
+                        (float(lo), float(hi)), len(x), x.shape[1], y.shape[1],
+                        warnings=tie_warnings(x, y, side))  # fmt: skip
 
     def raw_grids(self, pairs: Sequence[tuple]) -> list[tuple[np.ndarray, float]]:
         """For each pair, the network's uncalibrated grid quantiles and its statistic disagreement (what

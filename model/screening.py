@@ -2,8 +2,9 @@
 each answer with its interval (mist) and through the one estimate path (:meth:`Estimator.estimate_batch`: pairs of
 one shape share forward passes).
 
-Discrete columns need no declaration: ties are broken by value-keyed noise (:mod:`model.ties`), which keeps the
-MI of a discrete column exactly, so integer labels, binary flags and rounded measurements are read as recorded.
+Discrete columns (``discrete_features``: ``"auto"`` by :func:`model.discrete.looks_discrete`, or named) and a
+discrete target are answered by :mod:`model.discrete`: the Miller–Madow plug-in when both sides are discrete, Ross's
+kNN estimator when one is. A column read as continuous whose values tie is answered with a warning.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from model.discrete import Discreteness, looks_discrete
 from model.validation import MAX_PAIRWISE_COLUMNS, MAX_SCREEN_COLUMNS, InputError, as_matrix
 
 if TYPE_CHECKING:
@@ -27,7 +29,8 @@ Between = Callable[[int, int], None]  # called with (pairs done, pairs in all) a
 @dataclass
 class PairwiseMI:
     """The p × p matrices (nats) of the median and the 90 % interval's bounds; the diagonal is NaN (I(X; X) is
-    infinite for a continuous X), and so are the bounds for a baseline method."""
+    infinite for a continuous X), and so are the bounds of a pair a baseline method answers (a pair with a discrete
+    column has bounds whatever the method: :mod:`model.discrete` answers it)."""
 
     names: list[str]
     mi_nats: np.ndarray
@@ -45,13 +48,46 @@ def _table(X: Any, columns: Sequence[str] | None, field: str) -> tuple[np.ndarra
     return table, names or [str(j) for j in range(table.shape[1])]
 
 
-def _in_steps(est: Estimator, pairs: list[tuple], quantiles, method: str, between: Between | None) -> list[Estimate]:
-    """:meth:`Estimator.estimate_batch` over the pairs, :data:`PAIRS_PER_STEP` at a time, calling ``between``
-    after each step (the request itself is checked before the first step)."""
+DiscreteFeatures = Discreteness | Sequence[str] | Sequence[int] | Sequence[bool]
+
+
+def discrete_columns(table: np.ndarray, names: list[str], discrete_features: DiscreteFeatures) -> np.ndarray:
+    """Which columns are discrete: ``"auto"`` (:func:`model.discrete.looks_discrete` per column), True or False
+    for all, or the discrete ones as names, indices or a boolean mask (scikit-learn's convention)."""
+    p = table.shape[1]
+    if isinstance(discrete_features, str):
+        if discrete_features != "auto":
+            raise InputError("discrete_features", f"must be 'auto', a bool, or columns; got {discrete_features!r}")
+        return np.array([looks_discrete(table[:, j]) for j in range(p)], dtype=bool)
+    if isinstance(discrete_features, bool | np.bool_):
+        return np.full(p, bool(discrete_features))
+    chosen = list(discrete_features)
+    if chosen and all(isinstance(c, bool | np.bool_) for c in chosen):
+        if len(chosen) != p:
+            raise InputError("discrete_features", f"a mask of {len(chosen)} entries for {p} columns")
+        return np.array(chosen, dtype=bool)
+    mask = np.zeros(p, dtype=bool)
+    for c in chosen:
+        if isinstance(c, int | np.integer) and not isinstance(c, bool) and 0 <= c < p:
+            mask[c] = True
+        elif str(c) in names:
+            mask[names.index(str(c))] = True
+        else:
+            raise InputError("discrete_features", f"{c!r} is neither a column name nor an index in [0, {p})")
+    return mask
+
+
+def _in_steps(
+    est: Estimator, pairs: list[tuple], flags: list[tuple], quantiles, method: str, between: Between | None
+) -> list[Estimate]:
+    """:meth:`Estimator.estimate_batch` over the pairs (``flags``: each pair's discreteness),
+    :data:`PAIRS_PER_STEP` at a time, calling ``between`` after each step (the request itself is checked before
+    the first step)."""
     est.check_request(quantiles, method)
     answers: list[Estimate] = []
     for start in range(0, len(pairs), PAIRS_PER_STEP):
-        answers += est.estimate_batch(pairs[start : start + PAIRS_PER_STEP], quantiles, method)
+        step = slice(start, start + PAIRS_PER_STEP)
+        answers += est.estimate_batch(pairs[step], quantiles, method, sides=flags[step])
         if between is not None:
             between(len(answers), len(pairs))
     return answers
@@ -60,6 +96,7 @@ def _in_steps(est: Estimator, pairs: list[tuple], quantiles, method: str, betwee
 def screen(
     est: Estimator, X: Any, target: Any, *, method: str = "mist", quantiles: Sequence[float] | None = None,
     columns: Sequence[str] | None = None, between: Between | None = None,
+    discrete_features: DiscreteFeatures = "auto", discrete_target: Discreteness = False,
 ) -> dict[str, Estimate]:  # fmt: skip
     """I(X_j; target) for every column j of ``X`` (``target`` may be multi-dimensional), by column name."""
     table, names = _table(X, columns, "X")
@@ -68,7 +105,9 @@ def screen(
     y = as_matrix(target, "target")
     if len(y) != len(table):
         raise InputError("target", f"has {len(y)} rows but X has {len(table)}")
-    answers = _in_steps(est, [(table[:, [j]], y) for j in range(table.shape[1])], quantiles, method, between)
+    mask = discrete_columns(table, names, discrete_features)
+    pairs = [(table[:, [j]], y) for j in range(table.shape[1])]
+    answers = _in_steps(est, pairs, [(m, discrete_target) for m in mask], quantiles, method, between)
     return dict(zip(names, answers, strict=True))
 
 
@@ -79,7 +118,7 @@ def ranked(answers: dict[str, Estimate]) -> list[tuple[str, Estimate]]:
 
 def pairwise(
     est: Estimator, X: Any, *, method: str = "mist", columns: Sequence[str] | None = None,
-    between: Between | None = None,
+    between: Between | None = None, discrete_features: DiscreteFeatures = "auto",
 ) -> PairwiseMI:  # fmt: skip
     """I(X_i; X_j) for every pair of columns of ``X``."""
     table, names = _table(X, columns, "X")
@@ -87,7 +126,9 @@ def pairwise(
     if not 2 <= p <= MAX_PAIRWISE_COLUMNS:
         raise InputError("X", f"has {p} columns; pairwise takes 2 to {MAX_PAIRWISE_COLUMNS}")
     pairs = [(i, j) for i in range(p) for j in range(i + 1, p)]
-    answers = _in_steps(est, [(table[:, [i]], table[:, [j]]) for i, j in pairs], None, method, between)
+    mask = discrete_columns(table, names, discrete_features)
+    flags = [(mask[i], mask[j]) for i, j in pairs]
+    answers = _in_steps(est, [(table[:, [i]], table[:, [j]]) for i, j in pairs], flags, None, method, between)
     mats = [np.full((p, p), np.nan) for _ in range(3)]
     for (i, j), a in zip(pairs, answers, strict=True):
         lo, hi = a.interval_90 or (np.nan, np.nan)

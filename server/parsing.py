@@ -22,7 +22,9 @@ from server.schemas import (
     BatchRequest,
     EstimateOptions,
     EstimateRequest,
+    PairOptions,
     PairwiseRequest,
+    ScreenOptions,
     ScreenRequest,
     TableOptions,
 )
@@ -36,7 +38,7 @@ class Call:
 
     x: np.ndarray
     y: np.ndarray
-    options: EstimateOptions
+    options: PairOptions
     z: np.ndarray | None = None
 
 
@@ -45,7 +47,7 @@ class BatchCall:
     """A batch request, parsed: each item a pair or the error that refused it alone."""
 
     items: list[Pair | InputError]
-    options: EstimateOptions
+    options: PairOptions
 
     @property
     def numbers(self) -> int:
@@ -119,7 +121,7 @@ def estimate_call(body: bytes) -> Call:
     obj = _json_body(body)
     arrays = {k: obj.pop(k, None) for k in ARRAY_FIELDS}
     z = obj.pop(CONDITION_FIELD, None)
-    opts = options(obj, EstimateRequest)
+    opts = options(obj, EstimateRequest, PairOptions)
     return Call(json_matrix(arrays["x"], "x"), json_matrix(arrays["y"], "y"), opts,
                 None if z is None else json_matrix(z, CONDITION_FIELD))  # fmt: skip
 
@@ -129,7 +131,7 @@ def batch_call(body: bytes, max_items: int, max_numbers: int) -> BatchCall:
     any estimate starts."""
     obj = _json_body(body)
     items = obj.pop("items", None)
-    opts = options(obj, BatchRequest)
+    opts = options(obj, BatchRequest, PairOptions)
     if not isinstance(items, list):
         raise InputError("items", "must be a list of {x, y} objects")
     if len(items) > max_items:
@@ -161,7 +163,7 @@ def screen_call(body: bytes) -> TableCall:
     """``POST /estimate/screen``: a JSON :class:`ScreenRequest`."""
     obj = _json_body(body)
     x, target = obj.pop("x", None), obj.pop("target", None)
-    return TableCall(json_matrix(x, "x"), json_matrix(target, "target"), options(obj, ScreenRequest, TableOptions))
+    return TableCall(json_matrix(x, "x"), json_matrix(target, "target"), options(obj, ScreenRequest, ScreenOptions))
 
 
 def pairwise_call(body: bytes) -> TableCall:
@@ -174,22 +176,49 @@ def pairwise_call(body: bytes) -> TableCall:
     return TableCall(json_matrix(x, "x"), None, opts)
 
 
-def npz_call(body: bytes, limits: Limits, quantiles: str | None, method: str, model: str) -> Call:
+FLAGS = {"true": True, "false": False, "auto": "auto"}
+
+
+def query_flag(value: str, field: str) -> bool | str:
+    """A discreteness query parameter: ``true``, ``false`` or ``auto``."""
+    if value.lower() not in FLAGS:
+        raise InputError(field, f"must be true, false or auto, got {value!r}")
+    return FLAGS[value.lower()]
+
+
+def npz_call(
+    body: bytes, limits: Limits, quantiles: str | None, method: str, model: str, discrete_x: str = "false",
+    discrete_y: str = "false",
+) -> Call:  # fmt: skip
     """``POST /estimate/npz``: the body is an ``.npz`` of ``x`` and ``y`` (and ``z`` for I(X; Y | Z)); options
     come as query parameters (``quantiles`` comma-separated)."""
-    opts = options({"quantiles": parse_levels(quantiles), "method": method, "model": model}, EstimateOptions)
+    fields = {
+        "quantiles": parse_levels(quantiles),
+        "method": method,
+        "model": model,
+        "discrete_x": query_flag(discrete_x, "discrete_x"),
+        "discrete_y": query_flag(discrete_y, "discrete_y"),
+    }
+    opts = options(fields, EstimateRequest, PairOptions)
     x, y, z = read_npz(body, limits)
     return Call(x, y, opts, z)
 
 
 def npz_table_call(
-    body: bytes, limits: Limits, screen: bool, quantiles: str | None, method: str, model: str, columns: str | None
-) -> TableCall:
+    body: bytes, limits: Limits, screen: bool, quantiles: str | None, method: str, model: str, columns: str | None,
+    discrete_features: str = "auto", discrete_target: str = "false",
+) -> TableCall:  # fmt: skip
     """``POST /estimate/screen/npz`` (``screen``: arrays ``x`` and ``target``) and ``/estimate/pairwise/npz`` (array
-    ``x``); options come as query parameters (``quantiles`` and ``columns`` comma-separated)."""
+    ``x``); options come as query parameters (``quantiles``, ``columns`` and a list of ``discrete_features``
+    comma-separated)."""
     names = None if columns is None else [c.strip() for c in columns.split(",")]
-    opts = options({"quantiles": parse_levels(quantiles), "method": method, "model": model, "columns": names},
-                   ScreenRequest if screen else PairwiseRequest, TableOptions)  # fmt: skip
+    listed = discrete_features.lower() not in FLAGS
+    fields = {"quantiles": parse_levels(quantiles), "method": method, "model": model, "columns": names,
+              "discrete_features": [c.strip() for c in discrete_features.split(",")] if listed
+              else query_flag(discrete_features, "discrete_features")}  # fmt: skip
+    if screen:
+        fields["discrete_target"] = query_flag(discrete_target, "discrete_target")
+    opts = options(fields, ScreenRequest if screen else PairwiseRequest, ScreenOptions if screen else TableOptions)
     if not screen and opts.quantiles is not None:
         raise InputError("quantiles", "pairwise answers the median and the 90 % bounds; omit quantiles")
     cap = MAX_SCREEN_COLUMNS if screen else MAX_PAIRWISE_COLUMNS

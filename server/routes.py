@@ -71,7 +71,11 @@ def _estimate(call: parsing.Call, est: Estimator, cancel: threading.Event) -> Es
     """In a worker thread, within an admission slot."""
     start, opts = time.perf_counter(), call.options
     if call.z is None:
-        result = est.estimate(call.x, call.y, opts.quantiles, opts.method)
+        result = est.estimate(call.x, call.y, opts.quantiles, opts.method, discrete_x=opts.discrete_x,
+                              discrete_y=opts.discrete_y)  # fmt: skip
+    elif opts.discrete_x or opts.discrete_y:
+        raise InputError("discrete_x" if opts.discrete_x else "discrete_y", "discrete sides are not supported with "
+                         "z (conditional MI); omit z, or send the side as continuous")  # fmt: skip
     else:
         result = est.conditional(call.x, call.y, call.z, opts.quantiles, opts.method)
     return _response(result, time.perf_counter() - start)
@@ -88,7 +92,9 @@ def _batch(call: parsing.BatchCall, est: Estimator, cancel: threading.Event) -> 
             if isinstance(item, InputError):
                 raise item
             x, y = item
-            results.append(BatchResult(ok=True, result=_response(est.estimate(x, y, opts.quantiles, opts.method), 0)))
+            answer = est.estimate(x, y, opts.quantiles, opts.method, discrete_x=opts.discrete_x,
+                                  discrete_y=opts.discrete_y)  # fmt: skip
+            results.append(BatchResult(ok=True, result=_response(answer, 0)))
         except InputError as err:
             results.append(BatchResult(ok=False, error=errors.input_error_body(err)))
     return BatchResponse(results=results, seconds=time.perf_counter() - start)
@@ -107,14 +113,16 @@ def _stop_if_gone(cancel: threading.Event):
 def _screen(call: parsing.TableCall, est: Estimator, cancel: threading.Event) -> ScreenResponse:
     start, opts = time.perf_counter(), call.options
     answers = est.screen(call.x, call.target, method=opts.method, quantiles=opts.quantiles, columns=opts.columns,
-                         between=_stop_if_gone(cancel))  # fmt: skip
+                         between=_stop_if_gone(cancel), discrete_features=opts.discrete_features,
+                         discrete_target=opts.discrete_target)  # fmt: skip
     results = [ScreenResult(column=name, result=_response(a, 0)) for name, a in ranked(answers)]
     return ScreenResponse(results=results, seconds=time.perf_counter() - start)
 
 
 def _pairwise(call: parsing.TableCall, est: Estimator, cancel: threading.Event) -> PairwiseResponse:
     start, opts = time.perf_counter(), call.options
-    result = est.pairwise(call.x, method=opts.method, columns=opts.columns, between=_stop_if_gone(cancel))
+    result = est.pairwise(call.x, method=opts.method, columns=opts.columns, between=_stop_if_gone(cancel),
+                          discrete_features=opts.discrete_features)  # fmt: skip
 
     def rows(matrix: np.ndarray) -> list[list[float | None]]:
         return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
@@ -228,6 +236,7 @@ async def estimate_pairwise(request: Request, available: ModelsDep) -> PairwiseR
 
 QuantilesQuery = Annotated[str | None, Query(description="comma-separated levels (mist only)")]
 MethodQuery = Annotated[Method, Query()]
+FlagQuery = Annotated[str, Query(description="true, false or auto (see POST /estimate)")]
 NPZ_SCHEMA = {"type": "string", "format": "binary", "description": "an .npz file holding arrays x (n × dx), y (n × dy)"}
 NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": NPZ_SCHEMA}}}}
 
@@ -239,9 +248,11 @@ async def estimate_npz(
     quantiles: QuantilesQuery = None,
     method: MethodQuery = "mist",
     model: str = "default",
+    discrete_x: FlagQuery = "false",
+    discrete_y: FlagQuery = "false",
 ) -> EstimateResponse:
     """Binary upload: the body is an ``.npz`` file holding arrays ``x`` and ``y``."""
-    args = (await request.body(), available.pick(model).limits, quantiles, method, model)
+    args = (await request.body(), available.pick(model).limits, quantiles, method, model, discrete_x, discrete_y)
     return await _admit(request, available, parsing.npz_call, args, _estimate)
 
 
@@ -249,6 +260,8 @@ TABLE_NPZ = {"type": "string", "format": "binary", "description": "an .npz file 
              "to screen, the target (n or n × d)"}  # fmt: skip
 TABLE_NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": TABLE_NPZ}}}}
 Columns = Annotated[str | None, Query(description="comma-separated names of x's columns (default: 0, 1, …)")]
+DiscreteFeatures = Annotated[str, Query(description="auto, true, false, or the discrete columns' names or indices, "
+                                        "comma-separated")]  # fmt: skip
 
 
 @router.post("/estimate/screen/npz", response_model=ScreenResponse, responses=PROBLEMS, openapi_extra=TABLE_NPZ_BODY)
@@ -259,9 +272,12 @@ async def estimate_screen_npz(
     method: MethodQuery = "mist",
     model: str = "default",
     columns: Columns = None,
+    discrete_features: DiscreteFeatures = "auto",
+    discrete_target: FlagQuery = "false",
 ) -> ScreenResponse:
     """Binary upload of :func:`estimate_screen`: an ``.npz`` holding arrays ``x`` and ``target``."""
-    args = (await request.body(), available.pick(model).limits, True, quantiles, method, model, columns)
+    args = (await request.body(), available.pick(model).limits, True, quantiles, method, model, columns,
+            discrete_features, discrete_target)  # fmt: skip
     return await _admit(request, available, parsing.npz_table_call, args, _screen)
 
 
@@ -273,9 +289,11 @@ async def estimate_pairwise_npz(
     method: MethodQuery = "mist",
     model: str = "default",
     columns: Columns = None,
+    discrete_features: DiscreteFeatures = "auto",
 ) -> PairwiseResponse:
     """Binary upload of :func:`estimate_pairwise`: an ``.npz`` holding the array ``x``."""
-    args = (await request.body(), available.pick(model).limits, False, None, method, model, columns)
+    args = (await request.body(), available.pick(model).limits, False, None, method, model, columns,
+            discrete_features)  # fmt: skip
     return await _admit(request, available, parsing.npz_table_call, args, _pairwise)
 
 

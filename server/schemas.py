@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS
 
@@ -29,11 +29,42 @@ class EstimateOptions(BaseModel):
     model: str = Field("default", description="a loaded model's name (GET /v1/models)")
 
 
+def _flag(value: Any) -> Any:
+    """One message for a bad discreteness (pydantic would name each member of the union)."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError(f"must be true, false or 'auto', got {value!r}")
+
+
+def _features(value: Any) -> Any:
+    if isinstance(value, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        return value
+    return _flag(value)
+
+
+Discreteness = Annotated[bool | Literal["auto"], BeforeValidator(_flag)]
+DiscreteFeatures = Annotated[bool | Literal["auto"] | list[str | int], BeforeValidator(_features)]
+DISCRETE_DOC = ("true: answered by the discrete estimators (Miller–Madow plug-in, or Ross's kNN beside a continuous "
+                "side); 'auto': integer-valued with at most 32 distinct values and 5 rows per value")  # fmt: skip
+
+
+class PairOptions(EstimateOptions):
+    discrete_x: Discreteness = Field(False, description=f"x is discrete; {DISCRETE_DOC}")
+    discrete_y: Discreteness = Field(False, description=f"y is discrete; {DISCRETE_DOC}")
+
+
 class TableOptions(EstimateOptions):
     columns: list[str] | None = Field(None, description="names of x's columns (default: 0, 1, …)")
+    discrete_features: DiscreteFeatures = Field(
+        "auto", description=f"which columns are discrete: all, none, or a list of names or indices; {DISCRETE_DOC}"
+    )
 
 
-class ScreenRequest(TableOptions):
+class ScreenOptions(TableOptions):
+    discrete_target: Discreteness = Field(False, description=f"the target is discrete; {DISCRETE_DOC}")
+
+
+class ScreenRequest(ScreenOptions):
     x: list[list[float]] = Field(description="the table: n rows of p columns")
     target: Matrix = Field(description="the target: n values, or n rows of several columns")
 
@@ -61,7 +92,7 @@ class PairwiseResponse(BaseModel):
     seconds: float
 
 
-class EstimateRequest(EstimateOptions):
+class EstimateRequest(PairOptions):
     x: Matrix = Field(description="n samples of X: a list of rows, or a flat list for one column")
     y: Matrix = Field(description="n samples of Y, same n as x")
     z: Matrix | None = Field(None, description="n samples of Z, same n as x: the answer is then I(X; Y | Z) (methods "
@@ -79,6 +110,7 @@ class EstimateResponse(BaseModel):
     dy: int
     dz: int = Field(0, description="dims of z: 0 for I(X; Y)")
     checkpoint_version: str
+    warnings: list[str] = Field([], description="what to know about the answer (ties in a column read as continuous)")
     seconds: float
 
 
@@ -89,7 +121,7 @@ class BatchItem(BaseModel):
     y: Matrix
 
 
-class BatchRequest(EstimateOptions):
+class BatchRequest(PairOptions):
     items: list[BatchItem] = Field(description="samples, each answered (or refused) on its own")
 
 

@@ -3,6 +3,8 @@ statistics disagree, zeros kept, and the estimator's use of a checkpoint's calib
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
@@ -97,7 +99,8 @@ def test_the_estimator_applies_a_checkpoints_calibration_and_the_chain_rule_does
     a, b = shipped.estimate(x, y), raw.estimate(x, y)
     assert a.mi_nats == pytest.approx(b.mi_nats)
     assert a.interval_90 != b.interval_90
-    assert shipped.chain_rule(x, y, z) == raw.chain_rule(x, y, z)
+    # the same raw terms (the folded body of two loads may differ in the last bits: threads order the sums)
+    assert asdict(shipped.chain_rule(x, y, z)) == pytest.approx(asdict(raw.chain_rule(x, y, z)), rel=1e-6)
 
 
 def _shipped_without_calibration() -> dict:

@@ -510,9 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     for side in ("x", "y"):
         s.add_argument(
             f"--discrete-{side}",
+            nargs="?",
+            const="true",
             default="false",
             choices=tuple(FLAGS),
-            help=f"{side.upper()} is discrete (auto: integer-valued, at most 32 values, 5 rows per value)",
+            help=f"{side.upper()} is discrete (alone: true; auto: integer-valued, at most 32 values, 5 rows per value)",
         )
     s.set_defaults(handler=_estimate)
 
@@ -534,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = table_command("screen", "MI of every column of a table against a target, ranked, with intervals", _screen)
     m.add_argument("--target", required=True, help="target column(s): header names or indices from 0, comma-separated")
     m.add_argument("--json", action="store_true", help="one JSON object of answers by column, ranked")
-    m.add_argument("--discrete-target", default="false", choices=tuple(FLAGS), help="the target is discrete")
+    m.add_argument("--discrete-target", nargs="?", const="true", default="false", choices=tuple(FLAGS),
+                   help="the target is discrete (alone: true)")  # fmt: skip
     w = table_command("pairwise", "the matrix of MI between all pairs of columns of a table, with bounds", _pairwise)
     w.add_argument("--out", default=None, help="write the matrix here as CSV (+ _lower, _upper); else print it")
     w.add_argument("--plot", default=None, help="also draw the medians as a heat map into this image (.png, .svg)")

@@ -159,3 +159,25 @@ def test_http_declares_discrete_sides_and_answers_warnings(shipped):
         r = client.post("/estimate/npz?discrete_y=maybe", content=buf.getvalue(),
                         headers={"content-type": "application/octet-stream"})  # fmt: skip
         assert r.status_code == 422 and r.json()["field"] == "discrete_y", r.text
+
+
+def test_cli_declares_discrete_sides_and_prints_warnings(tmp_path, capsys):
+    import json
+
+    from mist.cli import main
+
+    table = tmp_path / "t.csv"
+    np.savetxt(table, np.c_[LABELS[:1000], BITS[:1000], LABELS[:1000]], delimiter=",", header="label,a,b,target",
+               comments="")  # fmt: skip
+    assert main(["screen", str(table), "--target", "target", "--discrete-target", "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert answers["label"]["method"] == discrete.PLUG_IN  # "auto" features, a declared target
+    assert answers["label"]["mi_nats"] == pytest.approx(np.log(10), abs=0.02)
+    np.save(tmp_path / "x.npy", BITS[:1000, 0])
+    np.save(tmp_path / "y.npy", RNG.standard_normal(1000))
+    args = ["estimate", "--x", str(tmp_path / "x.npy"), "--y", str(tmp_path / "y.npy")]
+    assert main(args) == 0
+    assert "warning: x has tied values" in capsys.readouterr().err
+    assert main([*args, "--discrete-x", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["method"] == discrete.ROSS and "warning" not in captured.err

@@ -224,6 +224,8 @@ def _pairwise(args: argparse.Namespace) -> int:
         print(f"wrote {args.plot} (heat map of the medians)")
     off = ~np.eye(len(result.names), dtype=bool)
     print(f"{off.sum() // 2} pairs, median MI {np.nanmedian(result.mi_nats[off]):.3f} nats")
+    for warning in result.warnings:
+        print(f"warning: {warning} (--discrete-features)", file=sys.stderr)
     return 0
 
 

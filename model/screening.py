@@ -10,12 +10,13 @@ kNN estimator when one is. A column read as continuous whose values tie is answe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model.discrete import Discreteness, looks_discrete
+from model.ties import has_ties
 from model.validation import MAX_PAIRWISE_COLUMNS, MAX_SCREEN_COLUMNS, InputError, as_matrix
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class PairwiseMI:
     mi_nats: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    warnings: list[str] = field(default_factory=list)  # columns with tied values read as continuous
 
 
 def _table(X: Any, columns: Sequence[str] | None, field: str) -> tuple[np.ndarray, list[str]]:
@@ -134,4 +136,7 @@ def pairwise(
         lo, hi = a.interval_90 or (np.nan, np.nan)
         for mat, value in zip(mats, (a.mi_nats, lo, hi), strict=True):
             mat[i, j] = mat[j, i] = value
-    return PairwiseMI(names, *mats)
+    tied = [name for j, name in enumerate(names) if not mask[j] and has_ties(table[:, [j]])[0] and np.ptp(table[:, j])]
+    note = [f"tied values in columns read as continuous: {', '.join(tied)} (ties broken by noise); declare discrete "
+            "ones in discrete_features"] if tied else []  # fmt: skip
+    return PairwiseMI(names, *mats, warnings=note)

@@ -128,7 +128,8 @@ def _pairwise(call: parsing.TableCall, est: Estimator, cancel: threading.Event) 
         return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
 
     return PairwiseResponse(columns=result.names, mi_nats=rows(result.mi_nats), lower=rows(result.lower),
-                            upper=rows(result.upper), seconds=time.perf_counter() - start)  # fmt: skip
+                            upper=rows(result.upper), warnings=result.warnings,
+                            seconds=time.perf_counter() - start)  # fmt: skip
 
 
 def _cost(call: parsing.Call | parsing.BatchCall | parsing.TableCall) -> tuple[float, str]:

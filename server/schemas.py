@@ -89,6 +89,7 @@ class PairwiseResponse(BaseModel):
     mi_nats: list[list[float | None]] = Field(description="p × p medians, nats; null on the diagonal")
     lower: list[list[float | None]] = Field(description="5 % quantiles (null for a baseline)")
     upper: list[list[float | None]] = Field(description="95 % quantiles (null for a baseline)")
+    warnings: list[str] = Field([], description="columns with tied values read as continuous")
     seconds: float
 
 

@@ -115,6 +115,9 @@ def test_screening_takes_named_indexed_and_masked_discrete_features(shipped):
     with pytest.raises(InputError) as err:
         shipped.screen(table, LABELS, discrete_features=["nope"])
     assert err.value.field == "discrete_features"
+    rounded = np.round(table[:, 1:2], 1)  # a rounded measurement: ties, continuous
+    pairs = shipped.pairwise(np.hstack([table, rounded]), columns=[*names, "rounded"])
+    assert len(pairs.warnings) == 1 and "rounded" in pairs.warnings[0] and "label" not in pairs.warnings[0]
     screened = shipped.screen(table, LABELS, columns=names, discrete_target=True)
     assert screened["bit"].method == discrete.PLUG_IN and screened["label"].mi_nats == pytest.approx(np.log(10), 0.01)
 

@@ -31,6 +31,7 @@ MAX_AUTO_LEVELS = 32  # "auto": integer-valued with at most this many distinct v
 MIN_ROWS_PER_LEVEL = 5  # ... and at least this many rows per value on average
 ROSS_K = 3  # Ross's (and scikit-learn's) neighbour count
 HALVES = 20  # half-samples behind the discrete–continuous standard error
+ROSS_MAX_CELLS = 200_000  # continuous numbers Ross's estimator takes: about 7 s at n = 200 000, one dimension
 PLUG_IN, ROSS = "plug_in_miller_madow", "ross_knn"  # the ``method`` an answer reports
 
 Discreteness = bool | Literal["auto"]
@@ -120,8 +121,15 @@ def ross(discrete: np.ndarray, continuous: np.ndarray) -> tuple[float, float]:
 
 def estimate(x: np.ndarray, y: np.ndarray, discrete_x: bool, discrete_y: bool) -> tuple[str, float, float]:
     """The method, the estimate and its standard error for a pair with at least one discrete side; a constant
-    side carries no information: exactly 0."""
+    side carries no information: exactly 0. Ross's estimator takes at most :data:`ROSS_MAX_CELLS` continuous
+    numbers (its k-d trees, 21 of them, slow down like KSG's)."""
     name = PLUG_IN if discrete_x and discrete_y else ROSS
+    continuous = None if discrete_x and discrete_y else (y if discrete_x else x)
+    if continuous is not None and continuous.size > ROSS_MAX_CELLS:
+        field = "discrete_x" if discrete_x else "discrete_y"
+        raise InputError(field, f"a discrete side beside a continuous one is answered by Ross's kNN estimator, "
+                         f"which takes n·d ≤ {ROSS_MAX_CELLS} continuous numbers; this sample has "
+                         f"{continuous.size}: subsample the rows, or declare the side continuous")  # fmt: skip
     if any(np.ptp(a, axis=0).max() == 0 for a in (x, y)):
         return name, 0.0, 0.0
     if discrete_x and discrete_y:

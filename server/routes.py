@@ -14,10 +14,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
-from model.cost import conditional_seconds, estimate_seconds
+from model.cost import conditional_seconds, pair_seconds
+from model.discrete import resolve
 from model.estimator import Estimate, Estimator
-from model.screening import ranked
-from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS, InputError
+from model.screening import discrete_columns, ranked
+from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS, InputError, as_matrix
 from server import errors, parsing
 from server.schemas import (
     BatchRequest,
@@ -133,20 +134,33 @@ def _pairwise(call: parsing.TableCall, est: Estimator, cancel: threading.Event) 
 
 
 def _cost(call: parsing.Call | parsing.BatchCall | parsing.TableCall) -> tuple[float, str]:
-    """Estimated seconds of work (:func:`model.cost.estimate_seconds`) and the field a refusal names."""
-    method = call.options.method
+    """Estimated seconds of work (:func:`model.cost.pair_seconds`) and the field a refusal names."""
+    method, opts = call.options.method, call.options
     if isinstance(call, parsing.Call) and call.z is not None:
         return conditional_seconds(method, *_shape(call.x, call.y), _shape(call.x, call.z)[2]), "z"
     if isinstance(call, parsing.Call):
-        return estimate_seconds(method, *_shape(call.x, call.y)), "x"
+        return pair_seconds(method, *_shape(call.x, call.y), *_sides(opts, call.x, call.y)), "x"
     if isinstance(call, parsing.TableCall):
-        n, p = len(call.x), (call.x.shape[1] if call.x.ndim == 2 else 1)
+        table = as_matrix(call.x, "x")
+        n, p = table.shape
+        mask = discrete_columns(table, opts.columns or [str(j) for j in range(p)], opts.discrete_features)
         if call.target is None:
-            return p * (p - 1) / 2 * estimate_seconds(method, n, 1, 1), "x"
-        _, _, dt = _shape(call.x, call.target)
-        return p * estimate_seconds(method, n, 1, dt), "x"
+            k = int(mask.sum())
+            both, one, neither = k * (k - 1) / 2, k * (p - k), (p - k) * (p - k - 1) / 2
+            seconds = [pair_seconds(method, n, 1, 1, *sides) for sides in ((True, True), (True, False), (False,) * 2)]
+            return both * seconds[0] + one * seconds[1] + neither * seconds[2], "x"
+        target = as_matrix(call.target, "target")
+        discrete_target = resolve(opts.discrete_target, target, "discrete_target")
+        dt = target.shape[1]
+        return sum(pair_seconds(method, n, 1, dt, bool(m), discrete_target) for m in mask), "x"
     pairs = [p for p in call.items if isinstance(p, tuple)]
-    return sum(estimate_seconds(method, *_shape(x, y)) for x, y in pairs), "items"
+    return sum(pair_seconds(method, *_shape(x, y), *_sides(opts, x, y)) for x, y in pairs), "items"
+
+
+def _sides(opts, x: np.ndarray, y: np.ndarray) -> tuple[bool, bool]:
+    """A pair's declared discreteness, resolved as :meth:`Estimator.estimate_batch` will (for its cost)."""
+    return (resolve(opts.discrete_x, as_matrix(x, "x"), "discrete_x"),
+            resolve(opts.discrete_y, as_matrix(y, "y"), "discrete_y"))  # fmt: skip
 
 
 def _shape(x: np.ndarray, y: np.ndarray) -> tuple[int, int, int]:

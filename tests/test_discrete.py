@@ -184,3 +184,16 @@ def test_cli_declares_discrete_sides_and_prints_warnings(tmp_path, capsys):
     assert main([*args, "--discrete-x", "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["method"] == discrete.ROSS and "warning" not in captured.err
+
+
+def test_ross_refuses_past_its_work_limit_and_the_cost_model_knows_discrete_pairs(shipped):
+    from model.cost import pair_seconds
+
+    big = discrete.ROSS_MAX_CELLS + 1
+    with pytest.raises(InputError) as err:
+        shipped.estimate(np.arange(big) % 3, np.linspace(0, 1, big), discrete_x=True)
+    assert err.value.field == "discrete_x" and "subsample" in err.value.message
+    n = 10_000
+    assert (
+        pair_seconds("mist", n, 1, 1, True, True) < pair_seconds("mist", n, 1, 1) < pair_seconds("mist", n, 1, 1, True)
+    )

@@ -149,33 +149,23 @@ def _load_array(path: str, cols: str | None = None):
     return table if cols is None else table[:, _column_indices(header, table.shape[1], cols, path)]
 
 
-FLAGS = {"true": True, "false": False, "auto": "auto"}  # --discrete-* values
-
-
-def _discrete_features(args: argparse.Namespace):
-    """--discrete-features: auto, true, false, or the discrete columns by name or index, comma-separated."""
-    if args.discrete_features.lower() in FLAGS:
-        return FLAGS[args.discrete_features.lower()]
-    return [int(c) if c.strip().isdigit() else c.strip() for c in args.discrete_features.split(",")]
-
-
 def _screen(args: argparse.Namespace) -> int:
     import json
 
     from model.estimator import Estimator
     from model.screening import ranked
-    from model.validation import InputError
+    from model.validation import InputError, parse_discrete_features, parse_discreteness
 
     table, header = _load_table(args.table)
     names = header or [str(j) for j in range(table.shape[1])]
     target = _column_indices(header, table.shape[1], args.target, args.table)
     features = [j for j in range(table.shape[1]) if j not in target]
     try:
+        discrete = {"discrete_features": parse_discrete_features(args.discrete_features),
+                    "discrete_target": parse_discreteness(args.discrete_target, "--discrete-target")}  # fmt: skip
         answers = Estimator.load(args.checkpoint).screen(table[:, features], table[:, target], method=args.method,
                                                          columns=[names[j] for j in features],
-                                                         between=_progress_bar(args, "screen"),
-                                                         discrete_features=_discrete_features(args),
-                                                         discrete_target=FLAGS[args.discrete_target])  # fmt: skip
+                                                         between=_progress_bar(args, "screen"), **discrete)  # fmt: skip
     except InputError as err:
         raise UserError(str(err)) from None
     order = ranked(answers)
@@ -198,13 +188,14 @@ def _pairwise(args: argparse.Namespace) -> int:
     import numpy as np
 
     from model.estimator import Estimator
-    from model.validation import InputError
+    from model.validation import InputError, parse_discrete_features
 
     table, header = _load_table(args.table)
     try:
         result = Estimator.load(args.checkpoint).pairwise(table, method=args.method, columns=header,
                                                           between=_progress_bar(args, "pairwise"),
-                                                          discrete_features=_discrete_features(args))  # fmt: skip
+                                                          discrete_features=parse_discrete_features(
+                                                              args.discrete_features))  # fmt: skip
     except InputError as err:
         raise UserError(str(err)) from None
     head = ",".join(["", *result.names])
@@ -334,12 +325,12 @@ def _estimate(args: argparse.Namespace) -> int:
     import json
 
     from model.estimator import Estimator, estimate_baseline, estimate_conditional_baseline
-    from model.validation import InputError, parse_levels
+    from model.validation import InputError, parse_discreteness, parse_levels
 
     x, y, z = _read_arrays(args)
     try:
         levels = parse_levels(args.quantiles)
-        sides = {"discrete_x": FLAGS[args.discrete_x], "discrete_y": FLAGS[args.discrete_y]}
+        sides = {f"discrete_{s}": parse_discreteness(getattr(args, f"discrete_{s}"), f"--discrete-{s}") for s in "xy"}
         if any(sides.values()) and (z is not None or args.k is not None):
             raise UserError("--discrete-x/--discrete-y do not apply with --z or --k")
         if any(sides.values()):  # the discrete estimators answer whatever the method
@@ -437,7 +428,7 @@ def _serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from model.assets import DEFAULT_CHECKPOINT, DEFAULT_META
     from model.package_version import package_version
-    from model.validation import METHODS
+    from model.validation import DISCRETENESS, METHODS
 
     parser = argparse.ArgumentParser(prog="mist", description="Amortized mutual-information estimation.")
     parser.add_argument("--version", action="version", version=f"mist {package_version()}")
@@ -515,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
             nargs="?",
             const="true",
             default="false",
-            choices=tuple(FLAGS),
+            choices=tuple(DISCRETENESS),
             help=f"{side.upper()} is discrete (alone: true; auto: integer-valued, at most 32 values, 5 rows per value)",
         )
     s.set_defaults(handler=_estimate)
@@ -538,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = table_command("screen", "MI of every column of a table against a target, ranked, with intervals", _screen)
     m.add_argument("--target", required=True, help="target column(s): header names or indices from 0, comma-separated")
     m.add_argument("--json", action="store_true", help="one JSON object of answers by column, ranked")
-    m.add_argument("--discrete-target", nargs="?", const="true", default="false", choices=tuple(FLAGS),
+    m.add_argument("--discrete-target", nargs="?", const="true", default="false", choices=tuple(DISCRETENESS),
                    help="the target is discrete (alone: true)")  # fmt: skip
     w = table_command("pairwise", "the matrix of MI between all pairs of columns of a table, with bounds", _pairwise)
     w.add_argument("--out", default=None, help="write the matrix here as CSV (+ _lower, _upper); else print it")

@@ -41,7 +41,8 @@ def estimate_seconds(method: str, n: int, dx: int, dy: int) -> float:
 
 def pair_seconds(method: str, n: int, dx: int, dy: int, discrete_x: bool = False, discrete_y: bool = False) -> float:
     """:func:`estimate_seconds` for a pair whose sides may be discrete (:mod:`model.discrete`): both, a contingency
-    table (costed like a plug-in); one, Ross's kNN estimator on the full sample and its half-samples."""
+    table (:data:`TABLE_BASE_S`, :data:`TABLE_PER_CELL_S`); one, Ross's kNN estimator on the full sample and its
+    half-samples (:data:`ROSS_OVER_KSG` times one KSG estimate)."""
     if discrete_x and discrete_y:
         return TABLE_BASE_S + TABLE_PER_CELL_S * n * (dx + dy)
     if discrete_x or discrete_y:

@@ -24,7 +24,7 @@ from model import baselines, discrete
 from model.assets import DEFAULT_CHECKPOINT, resolve
 from model.conditional import Calibration, Combined, chain_pairs, combine
 from model.intervals import DISAGREEMENT, IntervalCalibration
-from model.ties import has_ties, tie_broken_ranks
+from model.ties import tie_broken_ranks, tied_columns
 from model.validation import (
     DEFAULT_QUANTILES,
     InputError,
@@ -77,6 +77,11 @@ def quantile_key(q: float) -> str:
     return repr(float(q))
 
 
+def quantile_map(levels: Sequence[float], values: Sequence[float]) -> dict[str, float]:
+    """An answer's ``quantiles``: each level's :func:`quantile_key` to its value in nats."""
+    return {quantile_key(q): float(v) for q, v in zip(levels, values, strict=True)}
+
+
 def _drop_constant_columns(a: np.ndarray) -> np.ndarray:
     """Constant columns carry no information about the other side (their scores would all be 0)."""
     return a[:, np.ptp(a, axis=0) > 0]
@@ -88,7 +93,7 @@ def tie_warnings(x: np.ndarray, y: np.ndarray, discrete_sides: tuple[bool, bool]
     declared (then :mod:`model.discrete` answers), and approximate for rounded measurements."""
     out = []
     for name, a, is_discrete in (("x", x, discrete_sides[0]), ("y", y, discrete_sides[1])):
-        tied = np.flatnonzero(has_ties(a) & (np.ptp(a, axis=0) > 0)) if not is_discrete else []
+        tied = [] if is_discrete else np.flatnonzero(tied_columns(a))
         if len(tied):
             levels = min(len(np.unique(a[:, j])) for j in tied)
             out.append(f"{name} has tied values (column{'s' * (len(tied) > 1)} {', '.join(map(str, tied))}; as few "
@@ -205,7 +210,7 @@ class Estimator:
         interp = np.interp(quantiles, self.grid, grid_q)
         lo, med, hi = np.interp([0.05, 0.5, 0.95], self.grid, grid_q)
         return Estimate(
-            "mist", float(med), {quantile_key(q): float(v) for q, v in zip(quantiles, interp, strict=True)},
+            "mist", float(med), quantile_map(quantiles, interp),
             (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version, warnings=tie_warnings(x, y),
         )  # fmt: skip
 
@@ -262,7 +267,7 @@ class Estimator:
         cal = self._checked_calibration()
         c = self._chain_rule(x, y, z)  # validated once, above
         values, (lo, hi) = cal.quantiles(c, qs), cal.quantiles(c, (0.05, 0.95))
-        answer = Estimate("mist", c.median, {quantile_key(q): float(v) for q, v in zip(qs, values, strict=True)},
+        answer = Estimate("mist", c.median, quantile_map(qs, values),
                           (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version, z.shape[1])  # fmt: skip
         return answer, c
 
@@ -336,7 +341,7 @@ class Estimator:
         name, value, se = discrete.estimate(x, y, *side)
         values = discrete.quantiles(value, se, qs)
         lo, hi = discrete.quantiles(value, se, (0.05, 0.95))
-        return Estimate(name, value, {quantile_key(q): float(v) for q, v in zip(qs, values, strict=True)},
+        return Estimate(name, value, quantile_map(qs, values),
                         (float(lo), float(hi)), len(x), x.shape[1], y.shape[1],
                         warnings=tie_warnings(x, y, side))  # fmt: skip
 

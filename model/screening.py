@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model.discrete import Discreteness, looks_discrete
-from model.ties import has_ties
+from model.ties import tied_columns
 from model.validation import MAX_PAIRWISE_COLUMNS, MAX_SCREEN_COLUMNS, InputError, as_matrix
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def pairwise(
         lo, hi = a.interval_90 or (np.nan, np.nan)
         for mat, value in zip(mats, (a.mi_nats, lo, hi), strict=True):
             mat[i, j] = mat[j, i] = value
-    tied = [name for j, name in enumerate(names) if not mask[j] and has_ties(table[:, [j]])[0] and np.ptp(table[:, j])]
+    tied = [name for name, t in zip(names, tied_columns(table) & ~mask, strict=True) if t]
     note = [f"tied values in columns read as continuous: {', '.join(tied)} (ties broken by noise); declare discrete "
             "ones in discrete_features"] if tied else []  # fmt: skip
     return PairwiseMI(names, *mats, warnings=note)

@@ -71,6 +71,11 @@ def has_ties(a: np.ndarray) -> np.ndarray:
     return (srt[1:] == srt[:-1]).any(axis=0)
 
 
+def tied_columns(a: np.ndarray) -> np.ndarray:
+    """Per column: does a non-constant column repeat a value? (A constant column carries nothing and is dropped.)"""
+    return has_ties(a) & (np.ptp(a, axis=0) > 0)
+
+
 def tie_broken_ranks(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Columns with ties replaced by their ranks 0 … n−1, ties ordered by :func:`cell_keys` (columns without ties
     are returned as they are: a rank-based estimator sees the same order either way)."""

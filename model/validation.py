@@ -149,6 +149,24 @@ def parse_levels(text: str | None) -> list[float] | None:
         raise InputError("quantiles", f"must be comma-separated numbers, got {text!r:.40}") from None
 
 
+DISCRETENESS = {"true": True, "false": False, "auto": "auto"}  # a discreteness written as text
+
+
+def parse_discreteness(text: str, field: str) -> bool | str:
+    """A side's discreteness written as ``true``, ``false`` or ``auto`` (a query parameter, a CLI flag)."""
+    if text.lower() not in DISCRETENESS:
+        raise InputError(field, f"must be true, false or auto, got {text!r:.40}")
+    return DISCRETENESS[text.lower()]
+
+
+def parse_discrete_features(text: str) -> bool | str | list[str | int]:
+    """``discrete_features`` written as text: ``auto``, ``true``, ``false``, or column names and indices,
+    comma-separated (indices as digits)."""
+    if text.lower() in DISCRETENESS:
+        return DISCRETENESS[text.lower()]
+    return [int(c.strip()) if c.strip().isdigit() else c.strip() for c in text.split(",")]
+
+
 def validate_quantiles(quantiles: Sequence[float], low: float, high: float) -> tuple[float, ...]:
     """Quantile levels must lie in the network's grid range [low, high] (interpolated between grid points)."""
     qs = tuple(float(q) for q in quantiles)

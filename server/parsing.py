@@ -15,7 +15,15 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from model.npz import read_members, read_npz
-from model.validation import MAX_PAIRWISE_COLUMNS, MAX_SCREEN_COLUMNS, InputError, Limits, parse_levels
+from model.validation import (
+    DISCRETENESS,
+    MAX_PAIRWISE_COLUMNS,
+    MAX_SCREEN_COLUMNS,
+    InputError,
+    Limits,
+    parse_discreteness,
+    parse_levels,
+)
 from server.schemas import (
     ARRAY_FIELDS,
     CONDITION_FIELD,
@@ -176,16 +184,6 @@ def pairwise_call(body: bytes) -> TableCall:
     return TableCall(json_matrix(x, "x"), None, opts)
 
 
-FLAGS = {"true": True, "false": False, "auto": "auto"}
-
-
-def query_flag(value: str, field: str) -> bool | str:
-    """A discreteness query parameter: ``true``, ``false`` or ``auto``."""
-    if value.lower() not in FLAGS:
-        raise InputError(field, f"must be true, false or auto, got {value!r}")
-    return FLAGS[value.lower()]
-
-
 def npz_call(
     body: bytes, limits: Limits, quantiles: str | None, method: str, model: str, discrete_x: str = "false",
     discrete_y: str = "false",
@@ -196,8 +194,8 @@ def npz_call(
         "quantiles": parse_levels(quantiles),
         "method": method,
         "model": model,
-        "discrete_x": query_flag(discrete_x, "discrete_x"),
-        "discrete_y": query_flag(discrete_y, "discrete_y"),
+        "discrete_x": parse_discreteness(discrete_x, "discrete_x"),
+        "discrete_y": parse_discreteness(discrete_y, "discrete_y"),
     }
     opts = options(fields, EstimateRequest, PairOptions)
     x, y, z = read_npz(body, limits)
@@ -212,12 +210,12 @@ def npz_table_call(
     ``x``); options come as query parameters (``quantiles``, ``columns`` and a list of ``discrete_features``
     comma-separated)."""
     names = None if columns is None else [c.strip() for c in columns.split(",")]
-    listed = discrete_features.lower() not in FLAGS
+    listed = discrete_features.lower() not in DISCRETENESS
     fields = {"quantiles": parse_levels(quantiles), "method": method, "model": model, "columns": names,
               "discrete_features": [c.strip() for c in discrete_features.split(",")] if listed
-              else query_flag(discrete_features, "discrete_features")}  # fmt: skip
+              else parse_discreteness(discrete_features, "discrete_features")}  # fmt: skip
     if screen:
-        fields["discrete_target"] = query_flag(discrete_target, "discrete_target")
+        fields["discrete_target"] = parse_discreteness(discrete_target, "discrete_target")
     opts = options(fields, ScreenRequest if screen else PairwiseRequest, ScreenOptions if screen else TableOptions)
     if not screen and opts.quantiles is not None:
         raise InputError("quantiles", "pairwise answers the median and the 90 % bounds; omit quantiles")

@@ -32,6 +32,7 @@ MIN_ROWS_PER_LEVEL = 5  # ... and at least this many rows per value on average
 ROSS_K = 3  # Ross's (and scikit-learn's) neighbour count
 HALVES = 20  # half-samples behind the discrete–continuous standard error
 ROSS_MAX_CELLS = 200_000  # continuous numbers Ross's estimator takes: about 7 s at n = 200 000, one dimension
+ROSS_MAX_CLASSES = 1_000  # classes beside a continuous side (a k-d tree each, per half-sample)
 PLUG_IN, ROSS = "plug_in_miller_madow", "ross_knn"  # the ``method`` an answer reports
 
 Discreteness = bool | Literal["auto"]
@@ -68,18 +69,18 @@ def codes(a: np.ndarray) -> np.ndarray:
 
 
 def plug_in(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Miller–Madow-corrected plug-in MI of two discrete sides, and its standard error (nats)."""
+    """Miller–Madow-corrected plug-in MI of two discrete sides, and its standard error (nats). Only the observed
+    cells are counted (memory O(n) however many levels each side has)."""
     n = len(x)
     cx, cy = codes(x), codes(y)
-    table = np.zeros((cx.max() + 1, cy.max() + 1))
-    np.add.at(table, (cx, cy), 1.0)
-    p = table / n
-    seen = p > 0
-    log_ratio = np.log(p[seen] / np.outer(p.sum(1), p.sum(0))[seen])
-    value = float(p[seen] @ log_ratio)
-    kx, ky = table.shape
-    correction = (kx + ky - seen.sum() - 1) / (2 * n)
-    variance = max(float(p[seen] @ log_ratio**2) - value**2, 0.0) / n
+    kx, ky = int(cx.max()) + 1, int(cy.max()) + 1
+    cells, cell_counts = np.unique(cx.astype(np.int64) * ky + cy, return_counts=True)
+    p = cell_counts / n
+    px, py = np.bincount(cx) / n, np.bincount(cy) / n
+    log_ratio = np.log(p / (px[cells // ky] * py[cells % ky]))
+    value = float(p @ log_ratio)
+    correction = (kx + ky - len(cells) - 1) / (2 * n)
+    variance = max(float(p @ log_ratio**2) - value**2, 0.0) / n
     null_variance = max((kx - 1) * (ky - 1), 1) / (2.0 * n * n)
     return max(float(value + correction), 0.0), float(np.sqrt(variance + null_variance + correction**2))
 
@@ -119,17 +120,24 @@ def ross(discrete: np.ndarray, continuous: np.ndarray) -> tuple[float, float]:
     return max(value, 0.0), float(np.hypot(np.std(halves, ddof=1), bias))
 
 
+def _check_ross_work(discrete: np.ndarray, continuous: np.ndarray, field: str) -> None:
+    """Ross's estimator builds a k-d tree per class, 21 times: at most :data:`ROSS_MAX_CELLS` continuous numbers
+    and :data:`ROSS_MAX_CLASSES` classes."""
+    classes = int(codes(discrete).max()) + 1
+    if continuous.size > ROSS_MAX_CELLS or classes > ROSS_MAX_CLASSES:
+        raise InputError(field, f"a discrete side beside a continuous one is answered by Ross's kNN estimator, "
+                         f"which takes n·d ≤ {ROSS_MAX_CELLS} continuous numbers and ≤ {ROSS_MAX_CLASSES} classes; "
+                         f"this sample has {continuous.size} and {classes}: subsample the rows, merge classes, or "
+                         "declare the side continuous")  # fmt: skip
+
+
 def estimate(x: np.ndarray, y: np.ndarray, discrete_x: bool, discrete_y: bool) -> tuple[str, float, float]:
     """The method, the estimate and its standard error for a pair with at least one discrete side; a constant
     side carries no information: exactly 0. Ross's estimator takes at most :data:`ROSS_MAX_CELLS` continuous
     numbers (its k-d trees, 21 of them, slow down like KSG's)."""
     name = PLUG_IN if discrete_x and discrete_y else ROSS
-    continuous = None if discrete_x and discrete_y else (y if discrete_x else x)
-    if continuous is not None and continuous.size > ROSS_MAX_CELLS:
-        field = "discrete_x" if discrete_x else "discrete_y"
-        raise InputError(field, f"a discrete side beside a continuous one is answered by Ross's kNN estimator, "
-                         f"which takes n·d ≤ {ROSS_MAX_CELLS} continuous numbers; this sample has "
-                         f"{continuous.size}: subsample the rows, or declare the side continuous")  # fmt: skip
+    if name == ROSS:
+        _check_ross_work(*((x, y) if discrete_x else (y, x)), "discrete_x" if discrete_x else "discrete_y")
     if any(np.ptp(a, axis=0).max() == 0 for a in (x, y)):
         return name, 0.0, 0.0
     if discrete_x and discrete_y:

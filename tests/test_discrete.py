@@ -155,6 +155,8 @@ def test_http_declares_discrete_sides_and_answers_warnings(shipped):
             ("/estimate", {"x": bits, "y": noise, "z": noise, "discrete_x": True}, "discrete_x"),
             ("/estimate/screen", {"x": table, "target": bits, "discrete_features": ["nope"]}, "discrete_features"),
             ("/estimate/pairwise", {"x": table, "discrete_target": True}, "discrete_target"),
+            ("/estimate/pairwise", {"x": table, "discrete_features": {"a": 1}}, "discrete_features"),
+            ("/estimate/screen", {"x": table, "target": bits, "discrete_features": [True, 0]}, "discrete_features"),
         ]
         for path, payload, field in refusals:
             r = client.post(path, json=payload)
@@ -193,7 +195,19 @@ def test_ross_refuses_past_its_work_limit_and_the_cost_model_knows_discrete_pair
     with pytest.raises(InputError) as err:
         shipped.estimate(np.arange(big) % 3, np.linspace(0, 1, big), discrete_x=True)
     assert err.value.field == "discrete_x" and "subsample" in err.value.message
+    many = np.arange(20_000) % 1_001  # 1 001 classes beside a continuous side
+    with pytest.raises(InputError) as err:
+        shipped.estimate(np.linspace(0, 1, 20_000), many, discrete_y=True)
+    assert err.value.field == "discrete_y" and "classes" in err.value.message
     n = 10_000
     assert (
         pair_seconds("mist", n, 1, 1, True, True) < pair_seconds("mist", n, 1, 1) < pair_seconds("mist", n, 1, 1, True)
     )
+
+
+def test_a_table_with_many_levels_is_counted_cell_by_cell():
+    """100 000 levels per side (a dense table would be 10¹⁰ cells): only the observed cells are counted."""
+    rows = np.arange(200_000) // 2
+    value, se = discrete.plug_in(rows, (rows + 1) % 100_000)  # a bijection of the levels: plug-in H = ln 100 000
+    miller_madow = (100_000 + 100_000 - 100_000 - 1) / (2 * 200_000)  # K_x + K_y − K_xy − 1 over 2n
+    assert value == pytest.approx(np.log(100_000) + miller_madow, abs=1e-9) and np.isfinite(se)

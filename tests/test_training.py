@@ -91,6 +91,53 @@ def test_head_only_training_changes_the_head_and_nothing_else(tmp_path: Path):
     assert changed and all(k.startswith("head.") for k in changed)
 
 
+def test_cached_head_reads_what_inference_reads_and_trains_only_the_head(tmp_path: Path):
+    from model.training.cached_head import StatisticsCache, held_back, validation_loss
+    from model.training.train import BatchStream
+
+    cfg = _tiny_config(tmp_path / "start", 2)
+    start_path = train(cfg, progress=False)
+    data = cfg.data.model_copy(update={"cached_tasks": 40, "cache_batch": 16})
+    optim = cfg.optim.model_copy(update={"trainable": "head", "steps": 40, "warmup": 2})
+    cached = cfg.model_copy(update={"out_dir": str(tmp_path / "cached"), "data": data, "optim": optim})
+    ckpt = load_checkpoint(train(cached, init=str(start_path), progress=False))
+    start = load_checkpoint(start_path)["model"]
+    changed = {k for k in start if not torch.equal(start[k], ckpt["model"][k])}
+    assert changed and all(k.startswith("head.") for k in changed)
+    cache = StatisticsCache.load(tmp_path / "cached" / "statistics.pt")
+    assert len(cache) >= 40 and cache.batches == ckpt["history"][0]["generator_batches"]
+    assert torch.allclose(cache.weight[: int(1 / cache.weight[0])].sum(), torch.tensor(1.0))  # a batch weighs 1
+
+    # the cached features of the first batch are what the trained network reads from those tasks at inference
+    batch = next(iter(BatchStream(load_config(data.meta_config), data)))
+    net = network_from_checkpoint(ckpt)
+    b = len(batch["mi"])
+    with torch.no_grad():
+        assert torch.allclose(net.head_quantiles(cache.pooled[:b], cache.stats[:b]), net(batch["x"], batch["y"]))
+    assert torch.equal(cache.mi[:b], batch["mi"])
+
+    # the chosen head is the best on the held-back tasks (whole batches), the start included
+    held = held_back(cache, data.seed)
+    assert held.any() and not held.all() and set(cache.batch[held].tolist()).isdisjoint(cache.batch[~held].tolist())
+    losses = [h["validation_loss"] for h in ckpt["history"][1:]]
+    chosen = validation_loss(net, cache, held)
+    assert chosen == pytest.approx(min(losses), rel=1e-5)
+    assert chosen <= validation_loss(network_from_checkpoint(load_checkpoint(start_path)), cache, held) + 1e-6
+
+    # resume reuses the cache: no further generator batches when it is full
+    again = load_checkpoint(train(cached, resume=True, init=str(start_path), progress=False))
+    assert again["history"][0] == ckpt["history"][0]
+
+
+def test_cached_tasks_need_a_frozen_body(tmp_path: Path):
+    from metadata_gen.config import ConfigError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data]\ncached_tasks = 10\n")
+    with pytest.raises(ConfigError, match=r"cached_tasks needs optim\.trainable"):
+        load_train_config(bad)
+
+
 def test_checkpoint_load_refuses_code(tmp_path: Path):
     class Evil:
         def __reduce__(self):

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
@@ -42,6 +42,14 @@ class DataSection(_Strict):
     max_batch: int = Field(64, ge=1)
     workers: int = Field(1, ge=0)
     seed: int = Field(0, ge=0)
+    cached_tasks: int = Field(
+        0,
+        ge=0,
+        description="> 0: head-only training on the statistics of this many tasks, computed once "
+        "(model.training.cached_head); needs optim.trainable = 'head'",
+    )
+    collect_minutes: float | None = Field(None, gt=0, description="wall-clock cap on collecting cached_tasks")
+    cache_batch: int = Field(1024, ge=8, description="tasks per step when fitting the head on the cache")
 
 
 Trainable = Literal["all", "head"]
@@ -68,6 +76,12 @@ class TrainConfig(_Strict):
     data: DataSection = DataSection()
     optim: OptimSection = OptimSection()
 
+    @model_validator(mode="after")
+    def _cache_needs_frozen_body(self) -> TrainConfig:
+        if self.data.cached_tasks and self.optim.trainable != "head":
+            raise ValueError("data.cached_tasks needs optim.trainable = 'head' (the cache holds frozen-body features)")
+        return self
+
 
 def load_train_config(path: str | Path, steps: int | None = None, out_dir: str | None = None) -> TrainConfig:
     """Read and validate a training config; ``steps`` and ``out_dir`` override the file's values (and are
@@ -84,10 +98,14 @@ def load_train_config(path: str | Path, steps: int | None = None, out_dir: str |
         raise ConfigError(f"invalid training config {path}: {fields}") from None
 
 
-def pinball_loss(pred: torch.Tensor, target: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
-    """Mean quantile (pinball) loss of predictions ``(B, Q)`` for targets ``(B,)`` at levels ``taus``."""
+def pinball_loss(
+    pred: torch.Tensor, target: torch.Tensor, taus: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean quantile (pinball) loss of predictions ``(B, Q)`` for targets ``(B,)`` at levels ``taus``, optionally
+    a ``weight (B,)``-weighted mean over the tasks."""
     diff = target[:, None] - pred
-    return torch.maximum(taus * diff, (taus - 1) * diff).mean()
+    per_task = torch.maximum(taus * diff, (taus - 1) * diff).mean(1)
+    return per_task.mean() if weight is None else (per_task * weight).sum() / weight.sum()
 
 
 class BatchStream(torch.utils.data.IterableDataset):
@@ -211,19 +229,10 @@ def fit(
         start = load_checkpoint(resolve(init), device)
         load_weights_widening_head(net, start["model"])
         init_from = lineage(start)
+    if cfg.data.cached_tasks:
+        return _fit_on_cache(net, cfg, meta, resume, init_from, device, progress)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-
-    # Without DataLoader workers the batches are generated on the training device itself (a GPU included).
-    stream = BatchStream(meta, cfg.data, rank, world, device if cfg.data.workers == 0 else "cpu")
-    stream.start_batch = step
-    loader = torch.utils.data.DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=cfg.data.workers,
-        prefetch_factor=4 if cfg.data.workers else None,
-        persistent_workers=False,
-        worker_init_fn=_limit_worker_threads,
-    )
+    loader = _loader(meta, cfg.data, step, rank, world, device)
     use_amp = device.type == "cuda"
     bar = tqdm(total=cfg.optim.steps, initial=step, desc="train", disable=not progress or rank != 0)
     started, seen, window, waited, skipped, first_step = time.perf_counter(), 0, [], 0.0, 0, step
@@ -277,6 +286,43 @@ def fit(
         log.close()
     if world > 1:
         dist.barrier()
+    return net, last
+
+
+def _loader(
+    meta: MetaConfig, cfg: DataSection, start_batch: int, rank: int, world: int, device: torch.device
+) -> torch.utils.data.DataLoader:
+    """Batches of :class:`BatchStream` from ``start_batch`` on. Without DataLoader workers the batches are generated
+    on the training device itself (a GPU included)."""
+    stream = BatchStream(meta, cfg, rank, world, device if cfg.workers == 0 else "cpu")
+    stream.start_batch = start_batch
+    return torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=cfg.workers,
+        prefetch_factor=4 if cfg.workers else None,
+        persistent_workers=False,
+        worker_init_fn=_limit_worker_threads,
+    )
+
+
+def _fit_on_cache(
+    net: MISTNetwork, cfg: TrainConfig, meta: MetaConfig, resume: bool, init_from, device, progress: bool
+) -> tuple[MISTNetwork, Path]:
+    """Head-only training on cached statistics (:mod:`model.training.cached_head`); ``resume`` continues an
+    interrupted collection from ``out_dir/statistics.pt``. One process (not under DDP)."""
+    from model.training.cached_head import StatisticsCache, collect, fit_head
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "statistics.pt"
+    cache = StatisticsCache.load(path) if resume and path.exists() else StatisticsCache.empty(net.cfg.width)
+    loader = _loader(meta, cfg.data, cache.batches, 0, 1, device)
+    collect(net, iter(loader), cache, cfg.data.cached_tasks, cfg.data.collect_minutes, path, progress)
+    history, opt = fit_head(net, cache, cfg.optim, cfg.data.cache_batch, cfg.data.seed, progress)
+    history = [{"cached_tasks": len(cache), "generator_batches": cache.batches}, *history]
+    last = out / "last.pt"
+    _save(last, net, opt, cfg.optim.steps, cfg, meta, history, init_from)
     return net, last
 
 

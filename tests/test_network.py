@@ -149,3 +149,16 @@ def test_one_coordinate_knn_counts_match_the_distance_matrix():
     eps = torch.rand(4, 300, 1) * 0.3 + 1e-3
     by_matrix = (_distances(a) < eps).sum(-1)
     assert torch.equal(_closer_than(a, _distances(a), eps), by_matrix)
+
+
+@pytest.mark.parametrize("s, m", [(600, 32), (130, 128), (2, 64), (3, 300)])
+def test_kth_smallest_selects_what_topk_selects(s, m):
+    from model.network import INSERTION_MAX_ROWS, INSERTION_MIN_WIDTH, _kth_smallest
+
+    g = torch.Generator().manual_seed(m)
+    d = torch.randint(0, 40, (s, m, m), generator=g).float()  # many ties
+    d.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    for k in (1, 5):
+        assert torch.equal(_kth_smallest(d, k), d.topk(k, dim=-1, largest=False).values[..., -1:])
+    insertion = m <= INSERTION_MAX_ROWS and s * m >= INSERTION_MIN_WIDTH  # both paths are covered
+    assert insertion == ((s, m) in {(600, 32), (130, 128)})

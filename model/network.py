@@ -172,13 +172,16 @@ def gaussian_copula_mi(scores_x: torch.Tensor, scores_y: torch.Tensor, shrink: f
     return _gaussian_mi_from_correlation(corr, scores_x.shape[-1], shrink).to(scores_x.dtype)
 
 
-def hermite_excess(scores_x: torch.Tensor, scores_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def hermite_excess(
+    scores_x: torch.Tensor, scores_y: torch.Tensor, corr: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian plug-in MI of the second Hermite features h₂(s) = (s² − 1)/√2, and its excess over what a
-    Gaussian copula with the same correlations R implies (h₂ features then have correlations R ∘ R)."""
+    Gaussian copula with the same correlations R implies (h₂ features then have correlations R ∘ R); ``corr``: R
+    (float64) when the caller has it."""
     z = torch.cat([scores_x, scores_y], dim=-1).double()
     dx = scores_x.shape[-1]
     shrink = copula_shrinkage(z.shape[-2], z.shape[-1])
-    implied = _gaussian_mi_from_correlation(_correlation(z).square(), dx, shrink)
+    implied = _gaussian_mi_from_correlation((_correlation(z) if corr is None else corr).square(), dx, shrink)
     observed = _gaussian_mi_from_correlation(_correlation((z * z - 1.0) / math.sqrt(2.0)), dx, shrink)
     return observed.to(scores_x.dtype), (observed - implied).to(scores_x.dtype)
 
@@ -271,9 +274,10 @@ def sample_statistics(sx: torch.Tensor, sy: torch.Tensor, cfg: NetworkConfig) ->
     n, dx, dy = sx.shape[1], sx.shape[2], sy.shape[2]
     with torch.autocast(sx.device.type, enabled=False):
         sx, sy = sx.float(), sy.float()
-        gc = gaussian_copula_mi(sx, sy)
-        gc_shrunk = gaussian_copula_mi(sx, sy, copula_shrinkage(n, dx + dy))
-        hermite, excess = hermite_excess(sx, sy)
+        corr = _correlation(torch.cat([sx, sy], dim=-1).double())  # one R for the copula and Hermite statistics
+        gc = _gaussian_mi_from_correlation(corr, dx).float()
+        gc_shrunk = _gaussian_mi_from_correlation(corr, dx, copula_shrinkage(n, dx + dy)).float()
+        hermite, excess = hermite_excess(sx, sy, corr)
         knn = torch.stack([knn_mi(sx, sy, cfg.knn_k, m, cfg.knn_max_rows) for m in KNN_SCALES], dim=-1)  # (B, scales)
         gc_256 = chunked_copula_mi(sx, sy, 256, cfg.knn_max_rows)
     const = lambda v: torch.full_like(gc, v)  # noqa: E731

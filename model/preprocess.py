@@ -22,8 +22,11 @@ def gaussian_scores(z: torch.Tensor) -> torch.Tensor:
     cols = z.transpose(-1, -2).contiguous()  # (B, d, n)
     srt = cols.sort(dim=-1).values
     left = torch.searchsorted(srt, cols, side="left")
-    right = torch.searchsorted(srt, cols, side="right")
-    ranks = (left + right + 1).to(z.dtype) / 2.0  # average 1-based rank
+    if bool((srt[..., 1:] == srt[..., :-1]).any()):
+        right = torch.searchsorted(srt, cols, side="right")
+        ranks = (left + right + 1).to(z.dtype) / 2.0  # average 1-based rank
+    else:  # no ties (the estimator breaks them first): right = left + 1, so the average rank is left + 1
+        ranks = (left + 1).to(z.dtype)
     return _normal_quantile(ranks / (n + 1)).transpose(-1, -2)
 
 

@@ -74,7 +74,8 @@ def adapt(
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     start = load_checkpoint(resolve(init))
     cfg = {**start["train_config"], "name": "mist-adapted", "out_dir": str(out / "run")}
-    cfg["data"] = {**cfg["data"], "meta_config": str(out / "meta.json"), "seed": ADAPT_TRAIN_SEED}
+    # the whole network trains on fresh batches, whatever the start was trained by (a cached-head start included)
+    cfg["data"] = {**cfg["data"], "meta_config": str(out / "meta.json"), "seed": ADAPT_TRAIN_SEED, "cached_tasks": 0}
     cfg["optim"] = {**cfg["optim"], "steps": steps, "max_minutes": minutes, "lr": 5e-4, "warmup": 20,
                     "trainable": "all"}  # fmt: skip
     (out / "train.json").write_text(json.dumps(cfg, indent=1))

@@ -35,7 +35,7 @@ RUN useradd --uid 10001 --create-home --home-dir /home/mist mist
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY configs/ configs/
-COPY checkpoints/mist-default.pt checkpoints/
+COPY checkpoints/mist-default.pt checkpoints/mist-default.cmi.json checkpoints/mist-cmi.pt checkpoints/mist-cmi.cmi.json checkpoints/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MIST_HOST=0.0.0.0 \

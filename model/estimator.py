@@ -12,6 +12,7 @@ average ranks. Requested quantiles are interpolated linearly between the network
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -147,7 +148,9 @@ class CITest:
 
 
 def calibration_path(checkpoint: str | Path) -> Path:
-    """Where a checkpoint's CMI calibration lives: beside it, ``<name>.cmi.json``."""
+    """Where a checkpoint's CMI calibration lives: beside it, ``<name>.cmi.json``. Instead of a calibration the
+    file may hold ``{"answered_by": "<sibling>.pt"}``: conditional MI is then answered by that checkpoint (and its
+    own calibration), as the shipped one does (model card)."""
     return Path(checkpoint).with_suffix(".cmi.json")
 
 
@@ -179,6 +182,7 @@ class Estimator:
         # wrong); 0.3 trains on 1..64 per side and on n down to 10, below dx + dy included.
         self.trained_max_dim = max([dims[k]["high"] for k in ("dx", "dy") if k in dims] or [limits.max_dim])
         self.calibration = calibration  # for conditional MI; None: conditional() explains how to make one
+        self.conditional_by: Estimator = self  # what answers conditional MI: this, or a checkpoint it names
         found = ckpt.get("interval_calibration")
         # MI intervals: conformal offsets fitted by `mist calibrate`; None: the network's own quantiles
         self.interval_calibration = IntervalCalibration.from_dict(found) if found else None
@@ -189,7 +193,12 @@ class Estimator:
 
         path = resolve(path) if path else default_checkpoint_path()
         cal = calibration_path(path)
-        return cls(load_checkpoint(path), limits, Calibration.load(cal) if cal.is_file() else None)
+        found = json.loads(cal.read_text()) if cal.is_file() else None
+        if found is None or "answered_by" not in found:
+            return cls(load_checkpoint(path), limits, Calibration(**found) if found else None)
+        est = cls(load_checkpoint(path), limits)
+        est.conditional_by = cls.load(path.parent / found["answered_by"], limits)
+        return est
 
     def grid_quantiles(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network's raw quantiles on its grid for a batch of validated pairs of one shape, ``(B, n, dx)`` and
@@ -243,15 +252,16 @@ class Estimator:
         qs = self.check_request(quantiles, method, conditional=True)
         if method != "mist":
             return estimate_conditional_baseline(x, y, z, method, self.limits)
-        return self._conditional(x, y, z, qs)[0]
+        return self.conditional_by._conditional(x, y, z, qs)[0]
 
     def ci_test(self, x, y, z, alpha: float = 0.05) -> CITest:
         """Test X ⫫ Y | Z: the p-value is conformal against the calibration's null tasks (I(X; Y | Z) = 0), so
         on tasks like them the false-positive rate is at most ``alpha``."""
         if not 0.0 < alpha < 1.0:
             raise InputError("alpha", f"must lie in (0, 1), got {alpha}")
-        estimate, c = self._conditional(x, y, z, DEFAULT_QUANTILES)
-        p = self._checked_calibration().null_level(c)
+        cmi = self.conditional_by
+        estimate, c = cmi._conditional(x, y, z, DEFAULT_QUANTILES)
+        p = cmi._checked_calibration().null_level(c)
         return CITest(p <= alpha, p, alpha, estimate)
 
     def chain_rule(self, x, y, z) -> Combined:

@@ -339,6 +339,8 @@ def _describe(name: str, est: Estimator) -> dict:
         "quantile_range": list(est.quantile_range),
         # how its MI intervals were calibrated (model.intervals); null: the network's own quantiles
         "interval_calibration": est.interval_calibration and est.interval_calibration.to_dict(),
+        # the checkpoint whose chain rule answers I(X; Y | Z) (this one, or one its .cmi.json names)
+        "conditional": {"version": (cmi := est.conditional_by).version, "calibrated": cmi.calibration is not None},
     }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from metadata_gen.conditional import ConditionalSpec, sample_conditional_task
 from model.baselines import frenzel_pompe, gaussian
+from model.checkpoint import load_checkpoint
 from model.conditional import Calibration, Combined, fit_calibration
 from model.estimator import Estimator, calibration_path, default_checkpoint_path
 from model.validation import InputError
@@ -86,12 +87,28 @@ def test_calibration_round_trips_and_its_null_level_is_a_conformal_p_value(tmp_p
     assert cal.null_level(Combined(0.0, 0.1, 0.1, -1.0)) == 1.0
 
 
-def test_shipped_calibration_belongs_to_the_shipped_checkpoint(shipped):
-    path = calibration_path(default_checkpoint_path())
-    assert path.is_file(), "run `mist calibrate-cmi` after shipping a checkpoint"
-    cal = Calibration.load(path)
-    assert cal.checkpoint_version == shipped.version and cal.tasks >= 200
+def test_shipped_conditional_mi_is_answered_by_a_calibrated_checkpoint(shipped):
+    cmi = shipped.conditional_by  # the shipped .cmi.json names the checkpoint whose chain rule answers (model card)
+    cal = cmi.calibration
+    assert cal is not None, "run `mist calibrate-cmi` after shipping a checkpoint"
+    assert cal.checkpoint_version == cmi.version and cal.tasks >= 200
     assert cal.spec["links"] == ["linear", "tanh"]  # the benchmark's held-out links are not among them
+
+
+def test_a_checkpoint_can_name_the_checkpoint_that_answers_its_conditional_mi(shipped, tmp_path: Path):
+    answering = shipped.conditional_by.version
+    mi_path = default_checkpoint_path()
+    cmi_path = mi_path.parent / json.loads(calibration_path(mi_path).read_text())["answered_by"]
+    for src, name in ((mi_path, "a"), (cmi_path, "b")):
+        (tmp_path / f"{name}.pt").write_bytes(src.read_bytes())
+    (tmp_path / "b.cmi.json").write_text(calibration_path(cmi_path).read_text())
+    (tmp_path / "a.cmi.json").write_text(json.dumps({"answered_by": "b.pt"}))
+    a, b = Estimator.load(tmp_path / "a.pt"), Estimator.load(tmp_path / "b.pt")
+    x, y, z = _gaussian_triple(np.random.default_rng(7), 500, 0.5)
+    via_a, direct = a.conditional(x, y, z), b.conditional(x, y, z)
+    assert via_a.version == b.version == answering and via_a.quantiles == direct.quantiles
+    assert a.estimate(x, y).version == shipped.version  # plain MI stays with the checkpoint itself
+    assert a.ci_test(x, y, z).p_value == b.ci_test(x, y, z).p_value
 
 
 def _gaussian_triple(rng: np.random.Generator, n: int, rho: float):
@@ -144,8 +161,7 @@ def test_bad_conditional_input_names_the_field(shipped):
         shipped.conditional(x, y, z, method="ksg")
     with pytest.raises(InputError, match="alpha"):
         shipped.ci_test(x, y, z, alpha=1.5)
-    uncalibrated = Estimator.load()
-    uncalibrated.calibration = None
+    uncalibrated = Estimator(load_checkpoint(default_checkpoint_path()))  # no .cmi.json read
     with pytest.raises(InputError, match="calibrate-cmi"):
         uncalibrated.conditional(x, y, z)
     assert shipped.conditional(x, y, z, method="frenzel_pompe").interval_90 is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -124,8 +125,16 @@ def test_dockerfile_matches_the_server():
     assert "/health/ready" in health and "curl" not in health
     assert _dockerfile_user() != 0
     copied = re.findall(r"^COPY (?!--from)(.*) \S+$", DOCKERFILE, re.M)
-    for src in (s for line in copied for s in shlex.split(line)):
+    sources = [s for line in copied for s in shlex.split(line)]
+    for src in sources:
         assert (ROOT / src).exists(), src
+    # the runtime answers conditional MI: the default's calibration, and the checkpoint it names, go in too
+    pointer = json.loads((ROOT / "checkpoints/mist-default.cmi.json").read_text())
+    needed = {"checkpoints/mist-default.pt", "checkpoints/mist-default.cmi.json"}
+    if "answered_by" in pointer:
+        named = f"checkpoints/{pointer['answered_by']}"
+        needed |= {named, named.removesuffix(".pt") + ".cmi.json"}
+    assert needed <= set(sources), needed - set(sources)
 
 
 def test_hadolint_reports_nothing():

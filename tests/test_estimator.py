@@ -110,6 +110,35 @@ def test_shipped_checkpoint_is_honest_when_n_is_close_to_the_dimension(shipped):
     assert info.value.field == "x"
 
 
+@pytest.mark.parametrize("d", [1, 32, 64])
+def test_every_shape_is_answered_and_independence_at_20000_rows_reads_near_zero(shipped, d):
+    """The API's shape range end to end: n = 10, n close to dx + dy, and n = 20 000, for 1, 32 and 64 dims a side.
+    Independent sides: every interval holds 0 (at 20 000 rows, 32 + 32 and 64 + 64 read about 0.06 [0, 1.4]:
+    model card)."""
+    rng = np.random.default_rng([4, d])
+    for n in (10, max(10, 2 * d + 1)):
+        est = shipped.estimate(rng.standard_normal((n, d)), rng.standard_normal((n, d)))
+        assert est.interval_90[0] == 0.0 and np.isfinite(est.median), (n, d, est.interval_90)
+    est = shipped.estimate(rng.standard_normal((20_000, d)), rng.standard_normal((20_000, d)))
+    assert est.n == 20_000 and 0.0 <= est.median < 0.1 and est.interval_90[0] == 0.0, (d, est)
+
+
+def test_error_on_a_gaussian_shrinks_with_n(shipped):
+    """Consistency by design: on bivariate Gaussians (fixed seeds) the median's error at n = 5 000 is at most 0.6
+    of that at n = 200 (0.3.0-step22854 failed this: its error did not shrink with n)."""
+    errors = {}
+    for n in (200, 5000):
+        errs = []
+        for rho in (0.6, 0.8, 0.95):
+            for seed in range(6):
+                rng = np.random.default_rng([5, seed, int(rho * 100)])
+                x = rng.standard_normal((n, 1))
+                y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((n, 1))
+                errs.append(abs(shipped.estimate(x, y).median + 0.5 * np.log(1 - rho**2)))
+        errors[n] = float(np.mean(errs))
+    assert errors[5000] <= 0.6 * errors[200], errors
+
+
 def test_serving_imports_no_training_or_generation_module():
     import subprocess
     import sys

@@ -107,6 +107,7 @@ def test_health_model_metrics(client):
     info = client.get("/v1/model").json()
     assert info["version"] and info["limits"]["max_dim"] == MAX_DIM
     assert info["interval_calibration"]["report"]["groups"]  # the shipped intervals are calibrated, and say how
+    assert info["conditional"]["calibrated"] and info["conditional"]["version"]  # which network answers z requests
     metrics = client.get("/metrics").text
     assert "mist_requests_total" in metrics and "mist_request_seconds_bucket" in metrics
 

@@ -189,15 +189,24 @@ class Estimator:
 
     @classmethod
     def load(cls, path: str | Path | None = None, limits: Limits = Limits()) -> Estimator:
+        return cls._load(resolve(path) if path else default_checkpoint_path(), limits, follow=True)
+
+    @classmethod
+    def _load(cls, path: Path, limits: Limits, follow: bool) -> Estimator:
+        """The checkpoint at ``path`` with its ``.cmi.json``: a calibration, or (when ``follow``) the sibling that
+        answers its conditional MI, which must hold its own calibration (one step, so no file can loop)."""
         from model.checkpoint import load_checkpoint
 
-        path = resolve(path) if path else default_checkpoint_path()
         cal = calibration_path(path)
-        found = json.loads(cal.read_text()) if cal.is_file() else None
-        if found is None or "answered_by" not in found:
+        found = json.loads(cal.read_text()) if cal.is_file() else {}
+        named = found.get("answered_by")
+        if named is None:
             return cls(load_checkpoint(path), limits, Calibration(**found) if found else None)
+        if not follow:
+            raise ValueError(f"{cal}: names {named!r} to answer conditional MI, but a checkpoint named that way "
+                             "must hold its own calibration (run `mist calibrate-cmi --checkpoint` on it)")  # fmt: skip
         est = cls(load_checkpoint(path), limits)
-        est.conditional_by = cls.load(path.parent / found["answered_by"], limits)
+        est.conditional_by = cls._load(path.parent / named, limits, follow=False)
         return est
 
     def grid_quantiles(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -109,6 +109,15 @@ def test_a_checkpoint_can_name_the_checkpoint_that_answers_its_conditional_mi(sh
     assert via_a.version == b.version == answering and via_a.quantiles == direct.quantiles
     assert a.estimate(x, y).version == shipped.version  # plain MI stays with the checkpoint itself
     assert a.ci_test(x, y, z).p_value == b.ci_test(x, y, z).p_value
+    (tmp_path / "b.cmi.json").write_text(json.dumps({"answered_by": "a.pt"}))  # a loop: refused, not followed
+    with pytest.raises(ValueError, match="must hold its own calibration"):
+        Estimator.load(tmp_path / "a.pt")
+    (tmp_path / "a.cmi.json").write_text(json.dumps({"answered_by": "a.pt"}))  # itself
+    with pytest.raises(ValueError, match="must hold its own calibration"):
+        Estimator.load(tmp_path / "a.pt")
+    (tmp_path / "a.cmi.json").write_text(json.dumps({"answered_by": "missing.pt"}))
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        Estimator.load(tmp_path / "a.pt")
 
 
 def _gaussian_triple(rng: np.random.Generator, n: int, rho: float):

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from mist.cli import build_parser
+from model.estimator import calibration_path
 from server.app import create_app
 from server.settings import Settings
 from tests.conftest import ROOT
@@ -133,7 +134,7 @@ def test_dockerfile_matches_the_server():
     needed = {"checkpoints/mist-default.pt", "checkpoints/mist-default.cmi.json"}
     if "answered_by" in pointer:
         named = f"checkpoints/{pointer['answered_by']}"
-        needed |= {named, named.removesuffix(".pt") + ".cmi.json"}
+        needed |= {named, str(calibration_path(named))}
     assert needed <= set(sources), needed - set(sources)
 
 

@@ -83,21 +83,23 @@ def quantile_map(levels: Sequence[float], values: Sequence[float]) -> dict[str, 
     return {quantile_key(q): float(v) for q, v in zip(levels, values, strict=True)}
 
 
-def _drop_constant_columns(a: np.ndarray) -> np.ndarray:
-    """Constant columns carry no information about the other side (their scores would all be 0)."""
-    return a[:, np.ptp(a, axis=0) > 0]
+Tied = tuple[np.ndarray, np.ndarray]  # each side's :func:`model.ties.tied_columns`
 
 
-def tie_warnings(x: np.ndarray, y: np.ndarray, discrete_sides: tuple[bool, bool] = (False, False)) -> list[str]:
+def tie_warnings(
+    x: np.ndarray, y: np.ndarray, discrete_sides: tuple[bool, bool] = (False, False), tied: Tied | None = None
+) -> list[str]:
     """A warning for each side read as continuous whose (non-constant) columns repeat values: the ties are
     broken by value-keyed noise (:mod:`model.ties`), which is right for a discrete column only if it is
-    declared (then :mod:`model.discrete` answers), and approximate for rounded measurements."""
+    declared (then :mod:`model.discrete` answers), and approximate for rounded measurements. ``tied``: the
+    sides' :func:`model.ties.tied_columns`, when the caller has them."""
     out = []
-    for name, a, is_discrete in (("x", x, discrete_sides[0]), ("y", y, discrete_sides[1])):
-        tied = [] if is_discrete else np.flatnonzero(tied_columns(a))
-        if len(tied):
-            levels = min(len(np.unique(a[:, j])) for j in tied)
-            out.append(f"{name} has tied values (column{'s' * (len(tied) > 1)} {', '.join(map(str, tied))}; as few "
+    masks = (tied_columns(x), tied_columns(y)) if tied is None else tied
+    for name, a, is_discrete, mask in zip("xy", (x, y), discrete_sides, masks, strict=True):
+        cols = [] if is_discrete else np.flatnonzero(mask)
+        if len(cols):
+            levels = min(len(np.unique(a[:, j])) for j in cols)
+            out.append(f"{name} has tied values (column{'s' * (len(cols) > 1)} {', '.join(map(str, cols))}; as few "
                        f"as {levels} distinct in {len(a)} rows) but is read as continuous, its ties broken by "
                        f"noise; if {name} is discrete (labels, counts, flags), declare it: discrete_{name}=true "
                        "(screening: discrete_features, discrete_target)")  # fmt: skip
@@ -224,12 +226,15 @@ class Estimator:
             q = self.network.forward_scores(sx, sy, stats)
             return q.double().numpy(), stats[:, STAT_NAMES.index(DISAGREEMENT)].double().numpy()
 
-    def _answer(self, grid_q: np.ndarray, quantiles: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> Estimate:
+    def _answer(
+        self, grid_q: np.ndarray, quantiles: tuple[float, ...], x: np.ndarray, y: np.ndarray, tied: Tied
+    ) -> Estimate:
         interp = np.interp(quantiles, self.grid, grid_q)
         lo, med, hi = np.interp([0.05, 0.5, 0.95], self.grid, grid_q)
         return Estimate(
             "mist", float(med), quantile_map(quantiles, interp),
-            (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version, warnings=tie_warnings(x, y),
+            (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version,
+            warnings=tie_warnings(x, y, tied=tied),
         )  # fmt: skip
 
     def check_request(
@@ -352,8 +357,9 @@ class Estimator:
             return answers
         for i in rest:
             self._check_trained_range(*checked[i])
-        for i, g in zip(rest, self._grids([checked[i] for i in rest]), strict=True):
-            answers[i] = self._answer(g, qs, *checked[i])
+        tied = [(tied_columns(x), tied_columns(y)) for x, y in (checked[i] for i in rest)]  # sorted once, used twice
+        for i, g, t in zip(rest, self._grids([checked[i] for i in rest], tied=tied), tied, strict=True):
+            answers[i] = self._answer(g, qs, *checked[i], t)
         return answers
 
     def _discrete_answer(self, x: np.ndarray, y: np.ndarray, side: tuple[bool, bool], qs: tuple[float, ...]):
@@ -369,18 +375,26 @@ class Estimator:
         :mod:`model.intervals` is fitted on)."""
         return self._raw_grids([validate_pair(x, y, self.limits) for x, y in pairs])
 
-    def _grids(self, checked: Sequence[tuple[np.ndarray, np.ndarray]], calibrated: bool = True) -> list[np.ndarray]:
+    def _grids(
+        self, checked: Sequence[tuple[np.ndarray, np.ndarray]], calibrated: bool = True,
+        tied: Sequence[Tied] | None = None,
+    ) -> list[np.ndarray]:  # fmt: skip
         """The grid quantiles of validated pairs, through the checkpoint's interval calibration when it has one
         and ``calibrated`` (the chain rule reads the raw quantiles its own calibration was fitted on)."""
-        raw = self._raw_grids(checked)
+        raw = self._raw_grids(checked, tied)
         if self.interval_calibration is None or not calibrated:
             return [g for g, _ in raw]
         return [self.interval_calibration.apply(g, d)[0] for g, d in raw]
 
-    def _raw_grids(self, checked: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, float]]:
+    def _raw_grids(
+        self, checked: Sequence[tuple[np.ndarray, np.ndarray]], tied: Sequence[Tied] | None = None
+    ) -> list[tuple[np.ndarray, float]]:
         """Pairs of one shape (after constant columns are dropped) share forward passes of up to
-        :data:`BATCH_CELLS` numbers; a constant side answers exactly 0."""
-        used = [(_drop_constant_columns(x), _drop_constant_columns(y)) for x, y in checked]
+        :data:`BATCH_CELLS` numbers; a constant side answers exactly 0. ``tied``: each pair's
+        :func:`model.ties.tied_columns`, when the caller has them."""
+        kept = [(np.ptp(x, axis=0) > 0, np.ptp(y, axis=0) > 0) for x, y in checked]  # constant columns carry nothing
+        used = [(x[:, kx], y[:, ky]) for (x, y), (kx, ky) in zip(checked, kept, strict=True)]
+        tied_used = [None if tied is None else (tied[i][0][kx], tied[i][1][ky]) for i, (kx, ky) in enumerate(kept)]
         out: list[tuple[np.ndarray, float]] = [(np.zeros(len(self.grid)), 0.0)] * len(checked)
         shapes: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for i, (xu, yu) in enumerate(used):
@@ -390,7 +404,7 @@ class Estimator:
             per_pass = max(1, BATCH_CELLS // (n * (dx + dy)))
             for start in range(0, len(members), per_pass):
                 part = members[start : start + per_pass]
-                xs, ys = zip(*(tie_broken_ranks(*used[i]) for i in part), strict=True)
+                xs, ys = zip(*(tie_broken_ranks(*used[i], tied_used[i]) for i in part), strict=True)
                 grid_q, disagreement = self.grid_quantiles(np.stack(xs), np.stack(ys))
                 for i, g, d in zip(part, grid_q, disagreement, strict=True):
                     out[i] = (g, float(d))

@@ -20,13 +20,19 @@ def gaussian_scores(z: torch.Tensor) -> torch.Tensor:
     """Φ⁻¹(average rank / (n + 1)) per coordinate; ties share their average rank; constant columns map to 0."""
     n = z.shape[-2]
     cols = z.transpose(-1, -2).contiguous()  # (B, d, n)
-    srt = cols.sort(dim=-1).values
-    left = torch.searchsorted(srt, cols, side="left")
-    if bool((srt[..., 1:] == srt[..., :-1]).any()):
-        right = torch.searchsorted(srt, cols, side="right")
-        ranks = (left + right + 1).to(z.dtype) / 2.0  # average 1-based rank
-    else:  # no ties (the estimator breaks them first): right = left + 1, so the average rank is left + 1
-        ranks = (left + 1).to(z.dtype)
+    srt, order = cols.sort(dim=-1)
+    place = torch.arange(n, device=z.device).expand_as(cols)
+    starts = torch.ones_like(srt, dtype=torch.bool)
+    starts[..., 1:] = srt[..., 1:] != srt[..., :-1]  # where a run of equal values begins
+    if bool(starts.all()):  # no ties (the estimator breaks them first, but float32 can merge close values)
+        average = (place + 1).to(z.dtype)
+    else:
+        ends = torch.ones_like(starts)
+        ends[..., :-1] = starts[..., 1:]  # where one ends
+        first = torch.where(starts, place, 0).cummax(dim=-1).values  # each sorted value's run, first and last place
+        last = torch.where(ends, place, n - 1).flip(-1).cummin(dim=-1).values.flip(-1)
+        average = (first + last + 2).to(z.dtype) / 2.0  # the run's average 1-based rank
+    ranks = torch.empty_like(cols).scatter_(-1, order, average)
     return _normal_quantile(ranks / (n + 1)).transpose(-1, -2)
 
 

@@ -76,10 +76,13 @@ def tied_columns(a: np.ndarray) -> np.ndarray:
     return has_ties(a) & (np.ptp(a, axis=0) > 0)
 
 
-def tie_broken_ranks(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def tie_broken_ranks(
+    x: np.ndarray, y: np.ndarray, tied: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Columns with ties replaced by their ranks 0 … n−1, ties ordered by :func:`cell_keys` (columns without ties
-    are returned as they are: a rank-based estimator sees the same order either way)."""
-    tied_x, tied_y = has_ties(x), has_ties(y)
+    are returned as they are: a rank-based estimator sees the same order either way). ``tied``: each side's
+    :func:`has_ties`, when the caller has it (each check sorts every column)."""
+    tied_x, tied_y = (has_ties(x), has_ties(y)) if tied is None else tied
     if not (tied_x.any() or tied_y.any()):
         return x, y
     keys = cell_keys(x, y)

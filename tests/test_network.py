@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +49,17 @@ def test_ties_and_constant_columns_are_defined():
     s = gaussian_scores(z)
     assert s[0, 0, 0] == s[0, 1, 0]  # ties share a score
     assert torch.all(s[..., 1] == 0)  # a constant column carries nothing
+
+
+@pytest.mark.parametrize("levels", [3, 40, None])  # heavy ties, some ties, none
+def test_gaussian_scores_are_those_of_average_ranks(levels):
+    from scipy.stats import norm, rankdata
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 300, 3, generator=g) if levels is None else torch.randint(0, levels, (2, 300, 3), generator=g)
+    z = z.double()
+    expected = norm.ppf(rankdata(z.numpy(), axis=1) / 301)
+    assert np.allclose(gaussian_scores(z).numpy(), expected, atol=1e-9)
 
 
 def test_soft_path_has_finite_gradients_and_approximates_ranks(net):

@@ -170,7 +170,9 @@ def test_kth_smallest_selects_what_topk_selects(s, m):
     g = torch.Generator().manual_seed(m)
     d = torch.randint(0, 40, (s, m, m), generator=g).float()  # many ties
     d.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    sym = torch.minimum(d, d.transpose(1, 2))
     for k in (1, 5):
         assert torch.equal(_kth_smallest(d, k), d.topk(k, dim=-1, largest=False).values[..., -1:])
+        assert torch.equal(_kth_smallest(sym, k, symmetric=True), sym.topk(k, dim=-1, largest=False).values[..., -1:])
     insertion = m <= INSERTION_MAX_ROWS and s * m >= INSERTION_MIN_WIDTH  # both paths are covered
     assert insertion == ((s, m) in {(600, 32), (130, 128)})

@@ -163,6 +163,24 @@ def test_one_coordinate_knn_counts_match_the_distance_matrix():
     assert torch.equal(_closer_than(a, _distances(a), eps), by_matrix)
 
 
+@pytest.mark.parametrize("m", [2, 7, 32, 128, 512])
+@pytest.mark.parametrize("rho", [0.0, 0.9, 1.0])  # independent, dependent, a = b (every window exact)
+def test_window_search_finds_the_kth_neighbour_of_the_full_distance_matrix(m, rho):
+    from model.network import _window_kth
+
+    g = torch.Generator().manual_seed(m)
+    a = torch.randn(40, m, generator=g)
+    b = rho * a + (1 - rho**2) ** 0.5 * torch.randn(40, m, generator=g)
+    a[:5] = a[:5].round()  # ties in a and in b
+    b[5:10] = (b[5:10] * 2).round()
+    a, order = a.sort(dim=1)
+    b = b.gather(1, order)
+    joint = torch.maximum((a[:, :, None] - a[:, None, :]).abs(), (b[:, :, None] - b[:, None, :]).abs())
+    joint.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    for k in {1, min(5, m - 1)}:
+        assert torch.equal(_window_kth(a, b, k), joint.topk(k, dim=-1, largest=False).values[..., -1])
+
+
 @pytest.mark.parametrize("s, m", [(600, 32), (130, 128), (2, 64), (3, 300)])
 def test_kth_smallest_selects_what_topk_selects(s, m):
     from model.network import INSERTION_MAX_ROWS, INSERTION_MIN_WIDTH, _kth_smallest

@@ -232,6 +232,8 @@ def _insert_sorted(buf: torch.Tensor, tmp: torch.Tensor, v: torch.Tensor) -> Non
 
 WINDOW_SCALE = 1.0  # places each side a one-coordinate kNN search reads first: ceil(WINDOW_SCALE · √(k·m))
 FALLBACK_CELLS = 1 << 22  # distances per piece of the rows that search must finish over all points
+WINDOW_MIN_ROWS = 1 << 12  # rows per piece below which the full matrix is cheaper (the window pays per offset,
+# not per row: one chunk of 1 024 rows takes 3.2 ms there against 1.8 ms for the matrix)
 
 
 def _window_kth(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
@@ -265,9 +267,10 @@ def _window_kth(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
 
 def _ksg(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     """KSG estimator 1 on ``(S, m, d)`` pairs, max-norm over the two sides (Euclidean inside each): ``(S,)``. One
-    coordinate a side reads neighbours in sorted order (:func:`_window_kth`), not the m × m distances."""
+    coordinate a side reads neighbours in sorted order (:func:`_window_kth`), not the m × m distances, once the
+    piece holds ``WINDOW_MIN_ROWS`` rows in all (the same k-th distances either way)."""
     m, order = a.shape[1], None
-    if a.shape[-1] == b.shape[-1] == 1:
+    if a.shape[-1] == b.shape[-1] == 1 and a.shape[0] * m >= WINDOW_MIN_ROWS:
         a, order = a.sort(dim=1)
         b = b.gather(1, order)
         eps, da, db = _window_kth(a[..., 0], b[..., 0], k)[..., None], None, None

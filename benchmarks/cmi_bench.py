@@ -37,12 +37,16 @@ CI_LEVELS = (0.0, 0.05, 0.1, 0.2)
 ALPHA = 0.05
 
 
-def local_permutation(x: np.ndarray, z: np.ndarray, rng: np.random.Generator, k: int = 5) -> np.ndarray:
-    """Runge's (2018) shuffle: each row takes the x of a not-yet-used row among its k nearest neighbours in Z
-    (max-norm on Z's per-coordinate ranks, so no coordinate's scale decides; k = 5 as in tigramite's CMIknn),
-    which keeps X's dependence on Z and breaks the rest."""
+def z_neighbours(z: np.ndarray, k: int = 5) -> np.ndarray:
+    """Each row's k nearest rows in Z (itself included), by max-norm on Z's per-coordinate ranks, so that no
+    coordinate's scale decides (k = 5 as in tigramite's CMIknn): ``(n, k)``."""
     ranks = rankdata(z, axis=0)
-    neighbours = cKDTree(ranks).query(ranks, k=k, p=np.inf)[1]
+    return cKDTree(ranks).query(ranks, k=k, p=np.inf)[1]
+
+
+def local_permutation(x: np.ndarray, neighbours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Runge's (2018) shuffle: each row takes the x of a not-yet-used row among its neighbours in Z
+    (:func:`z_neighbours`), which keeps X's dependence on Z and breaks the rest."""
     used = np.zeros(len(x), dtype=bool)
     take = np.empty(len(x), dtype=int)
     for i in rng.permutation(len(x)):
@@ -53,10 +57,11 @@ def local_permutation(x: np.ndarray, z: np.ndarray, rng: np.random.Generator, k:
     return x[take]
 
 
-def fp_permutation_test(x, y, z, perms: int, rng: np.random.Generator) -> float:
-    observed = frenzel_pompe(x, y, z)
-    null = [frenzel_pompe(local_permutation(x, z, rng), y, z) for _ in range(perms)]
-    return (1 + sum(v >= observed for v in null)) / (perms + 1)
+def fp_permutation_test(x, y, z, perms: int, rng: np.random.Generator) -> tuple[float, float]:
+    """The permutation p-value of FP's estimate, and the estimate itself (Z's neighbours found once)."""
+    observed, neighbours = frenzel_pompe(x, y, z), z_neighbours(z)
+    null = [frenzel_pompe(local_permutation(x, neighbours, rng), y, z) for _ in range(perms)]
+    return (1 + sum(v >= observed for v in null)) / (perms + 1), observed
 
 
 def accuracy(est: Estimator, n: int, tasks: int) -> list[dict]:
@@ -93,11 +98,11 @@ def ci_power(est: Estimator, tasks: int, dims: int, perms: int) -> list[dict]:
             test = est.ci_test(x, y, z, ALPHA)
             mist_s = time.perf_counter() - start
             start = time.perf_counter()
-            p_fp = fp_permutation_test(x, y, z, perms, np.random.default_rng(i))
+            p_fp, fp_statistic = fp_permutation_test(x, y, z, perms, np.random.default_rng(i))
             fp_s = time.perf_counter() - start
             rows.append({"level": level, "cmi": t.cmi, "index": i, "mist_p": test.p_value,
                          "mist_dependent": test.dependent, "fp_p": p_fp, "fp_dependent": p_fp <= ALPHA,
-                         "mist_statistic": est.chain_rule(x, y, z).difference, "fp_statistic": frenzel_pompe(x, y, z),
+                         "mist_statistic": est.chain_rule(x, y, z).difference, "fp_statistic": fp_statistic,
                          "mist_s": mist_s, "fp_s": fp_s})  # fmt: skip
         group = [r for r in rows if r["level"] == level]
         print(f"CI test at CMI {level:.2f}: mist {np.mean([r['mist_dependent'] for r in group]):.2f}, "

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.preprocess import gaussian_scores, soft_gaussian_scores
+from model.preprocess import gaussian_scores, soft_gaussian_scores, sort_last, sorted_last
 
 QUANTILE_GRID = (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5,
                  0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975)  # fmt: skip
@@ -129,7 +129,7 @@ def in_hash_order(sx: torch.Tensor, sy: torch.Tensor) -> tuple[torch.Tensor, tor
     (:func:`chunks`) are permutation-equivariant, not positional."""
     z = torch.cat([sx, sy], dim=-1).double()
     # summed in sorted order, so the key is bit-identical under any order of coordinates or sides
-    key = torch.frac(torch.sin(z * 12.9898 + 78.233).sort(dim=-1).values.sum(-1) * 43758.5453)
+    key = torch.frac(sorted_last(torch.sin(z * 12.9898 + 78.233)).sum(-1) * 43758.5453)
     idx = key.argsort(dim=1, stable=True)
     return tuple(torch.gather(s, 1, idx[..., None].expand(-1, -1, s.shape[-1])) for s in (sx, sy))
 
@@ -197,7 +197,7 @@ def _closer_than(a: torch.Tensor, dist: torch.Tensor | None, eps: torch.Tensor) 
     if a.shape[-1] != 1:
         return (dist < eps).sum(-1)
     values, e = a[..., 0], eps[..., 0]
-    srt = values.sort(dim=-1).values
+    srt = sorted_last(values)
     inside = torch.searchsorted(srt, values + e, right=False) - torch.searchsorted(srt, values - e, right=True)
     return inside.clamp_min(1)  # rounding at the edges must not drop the point itself
 
@@ -271,7 +271,8 @@ def _ksg(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     piece holds ``WINDOW_MIN_ROWS`` rows in all (the same k-th distances either way)."""
     m, order = a.shape[1], None
     if a.shape[-1] == b.shape[-1] == 1 and a.shape[0] * m >= WINDOW_MIN_ROWS:
-        a, order = a.sort(dim=1)
+        srt, order = sort_last(a[..., 0].contiguous())  # ties in any order: the window search is exact either way
+        a, order = srt[..., None], order[..., None]
         b = b.gather(1, order)
         eps, da, db = _window_kth(a[..., 0], b[..., 0], k)[..., None], None, None
     else:

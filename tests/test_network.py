@@ -62,6 +62,18 @@ def test_gaussian_scores_are_those_of_average_ranks(levels):
     assert np.allclose(gaussian_scores(z).numpy(), expected, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_sort_gives_torch_sorted_values_and_a_permutation_that_reproduces_them(dtype):
+    from model.preprocess import sort_last, sorted_last
+
+    g = torch.Generator().manual_seed(0)
+    t = (torch.randn(3, 5, 2000, generator=g) * 4).round().to(dtype)  # many ties
+    values, order = sort_last(t)
+    assert torch.equal(values, t.sort(dim=-1).values) and torch.equal(sorted_last(t), values)
+    assert torch.equal(t.gather(-1, order), values)
+    assert torch.equal(order.sort(dim=-1).values, torch.arange(2000).expand_as(order))  # each index once
+
+
 def test_soft_path_has_finite_gradients_and_approximates_ranks(net):
     x, y = paired_tensors(n=50)
     x.requires_grad_(True)

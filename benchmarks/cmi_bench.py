@@ -12,6 +12,8 @@ on FP (local permutations of X among neighbours in Z, Runge 2018). Prints tables
 - speed: one mist estimate at n = 1000, 3 + 3 + 3, against one FP estimate and one FP permutation test.
 
     python benchmarks/cmi_bench.py [--tasks 40] [--ci-tasks 25] [--out benchmarks/results/cmi.json]
+    python benchmarks/cmi_bench.py --null-shapes 1 2 3 5 [--null-tasks 40] --out benchmarks/results/cmi_null_shapes.json
+      (only the CI test's false-positive rate per block size, on null tasks other than the CI section's)
 """
 
 from __future__ import annotations
@@ -110,6 +112,20 @@ def ci_power(est: Estimator, tasks: int, dims: int, perms: int) -> list[dict]:
     return rows
 
 
+def null_rates_by_shape(est: Estimator, dims: list[int], tasks: int, start: int) -> dict:
+    """mist's "dependent" rate at alpha on the CI section's null tasks (CMI 0), per block size, on task indices
+    ``start`` … ``start + tasks − 1`` (the CI section itself reads 0 … ci_tasks − 1)."""
+    spec, out = ci_spec(0.0), {}
+    for d in dims:
+        said = [
+            est.ci_test(*(a.astype(np.float64) for a in (t.x, t.y, t.z)), ALPHA).dependent
+            for t in (sample_conditional_task(spec, i, (1000, d, d, d)) for i in range(start, start + tasks))
+        ]
+        out[str(d)] = float(np.mean(said))
+        print(f"null tasks {d} + {d} + {d}, n = 1000: mist says dependent in {out[str(d)]:.3f} of {tasks}", flush=True)
+    return {"tasks": tasks, "start": start, "alpha": ALPHA, "rates": out}
+
+
 def size_free(rows: list[dict]) -> dict:
     """Per level > 0: each statistic's AUC against the null tasks, and FP's power at its in-sample null threshold."""
     null = {m: np.array([r[f"{m}_statistic"] for r in rows if r["level"] == 0.0]) for m in ("mist", "fp")}
@@ -147,9 +163,27 @@ def main() -> None:
     parser.add_argument("--ci-tasks", type=int, default=25, help="CI-test tasks per CMI level")
     parser.add_argument("--ci-dims", type=int, default=2, help="dims of each block in the CI test")
     parser.add_argument("--perms", type=int, default=200, help="permutations of the FP test")
+    parser.add_argument(
+        "--null-shapes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="only measure the CI test's false-positive rate at these dims per block",
+    )
+    parser.add_argument("--null-tasks", type=int, default=40, help="null tasks per shape (with --null-shapes)")
+    parser.add_argument("--null-start", type=int, default=1000, help="first null task index (with --null-shapes)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     est = Estimator.load()
+    if args.null_shapes:
+        found = {
+            "checkpoint": est.conditional_by.version,
+            "null_by_shape": null_rates_by_shape(est, args.null_shapes, args.null_tasks, args.null_start),
+        }
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(found, indent=1))
+        return
     out: dict = {"checkpoint": est.version, "accuracy": {}, "alpha": ALPHA}
     print(f"{'n':>5s} {'tasks':>5s} {'mist MAE':>9s} {'FP MAE':>7s} {'GC MAE':>7s} {'mist/FP':>7s} {'cov90':>6s} "
           f"{'width90':>7s}")  # fmt: skip

@@ -270,7 +270,8 @@ class Estimator:
 
     def ci_test(self, x, y, z, alpha: float = 0.05) -> CITest:
         """Test X ⫫ Y | Z: the p-value is conformal against the calibration's null tasks (I(X; Y | Z) = 0), so
-        on tasks like them the false-positive rate is at most ``alpha``."""
+        on tasks like them the false-positive rate is at most ``alpha``. On null tasks unlike them it is not: on
+        held-out links it measured 0.45 at 1 + 1 + 1 dims and 0.08–0.18 at 2–5 per block (model card)."""
         if not 0.0 < alpha < 1.0:
             raise InputError("alpha", f"must lie in (0, 1), got {alpha}")
         cmi = self.conditional_by

@@ -271,10 +271,9 @@ def _ksg(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     piece holds ``WINDOW_MIN_ROWS`` rows in all (the same k-th distances either way)."""
     m, order = a.shape[1], None
     if a.shape[-1] == b.shape[-1] == 1 and a.shape[0] * m >= WINDOW_MIN_ROWS:
-        srt, order = sort_last(a[..., 0].contiguous())  # ties in any order: the window search is exact either way
-        a, order = srt[..., None], order[..., None]
-        b = b.gather(1, order)
-        eps, da, db = _window_kth(a[..., 0], b[..., 0], k)[..., None], None, None
+        srt, order = sort_last(a[..., 0])  # (S, m); ties in any order: the window search is exact either way
+        a, b = srt[..., None], b.gather(1, order[..., None])
+        eps, da, db = _window_kth(srt, b[..., 0], k)[..., None], None, None
     else:
         da, db = _distances(a), _distances(b)
         joint = torch.maximum(da, db)  # symmetric, as both distances are
@@ -287,7 +286,7 @@ def _ksg(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     ny = (_closer_than(b, db, eps) - 1).clamp_min(0)
     psi = torch.digamma((nx + 1).float()) + torch.digamma((ny + 1).float())
     if order is not None:  # back in the rows' own order, so the mean is summed as on the distance-matrix path
-        psi = torch.empty_like(psi).scatter_(1, order[..., 0], psi)
+        psi = torch.empty_like(psi).scatter_(1, order, psi)
     return torch.digamma(torch.tensor(float(k))) + torch.digamma(torch.tensor(float(m))) - psi.mean(-1)
 
 

@@ -175,6 +175,9 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     est = Estimator.load()
+    if args.null_shapes and not (all(1 <= d <= 32 for d in args.null_shapes) and args.null_tasks >= 1):
+        parser.error("--null-shapes takes dims per block in 1..32 (x and z, y and z share one side of at most 64), "
+                     "--null-tasks at least 1")  # fmt: skip
     if args.null_shapes:
         found = {
             "checkpoint": est.conditional_by.version,

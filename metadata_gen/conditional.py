@@ -26,8 +26,8 @@ from metadata_gen.config import MetaConfig, MIPrior
 from metadata_gen.streams import CONDITIONAL_NULL_OFFSET, Word, word_rng
 from metadata_gen.transforms import draw_reshaping, reshape
 
-Link = Literal["linear", "tanh", "sin", "quadratic"]
-LINKS: tuple[str, ...] = ("linear", "tanh", "sin", "quadratic")
+Link = Literal["linear", "tanh", "cubic", "softplus", "bump", "sin", "quadratic"]
+LINKS: tuple[str, ...] = ("linear", "tanh", "cubic", "softplus", "bump", "sin", "quadratic")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,12 @@ def _features(kind: str, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return u
     if kind == "tanh":
         return torch.tanh(1.5 * u)
+    if kind == "cubic":
+        return u * u * u
+    if kind == "softplus":
+        return torch.nn.functional.softplus(2.0 * u)
+    if kind == "bump":  # even and bounded: the one non-monotone link of the calibration
+        return torch.exp(-u * u)
     if kind == "sin":
         return torch.sin(2.0 * u)
     if kind == "quadratic":

@@ -545,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("calibrate-cmi", help="calibrate a checkpoint's I(X;Y|Z) intervals and CI test on CMI tasks")
     c.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the checkpoint; writes its .cmi.json beside it")
-    c.add_argument("--tasks", type=int, default=600, help="calibration tasks (the CI test's nulls are ~40 %% of them)")
+    c.add_argument("--tasks", type=int, default=1500, help="calibration tasks (the CI test's nulls are ~40 %% of them)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(handler=_calibrate_cmi)
 
@@ -561,11 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from metadata_gen.config import ConfigError
+    from model.conditional import CalibrationError
     from model.validation import InputError
 
     try:
         return args.handler(args)
-    except (UserError, ConfigError, FileNotFoundError, InputError) as err:  # AdaptError is a ConfigError
+    # AdaptError is a ConfigError
+    except (UserError, ConfigError, FileNotFoundError, InputError, CalibrationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

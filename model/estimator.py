@@ -23,7 +23,7 @@ import numpy as np
 
 from model import baselines, discrete
 from model.assets import DEFAULT_CHECKPOINT, resolve
-from model.conditional import Calibration, Combined, chain_pairs, combine
+from model.conditional import Calibration, CalibrationError, Combined, chain_pairs, combine
 from model.intervals import DISAGREEMENT, IntervalCalibration
 from model.ties import tie_broken_ranks, tied_columns
 from model.validation import (
@@ -203,9 +203,9 @@ class Estimator:
         found = json.loads(cal.read_text()) if cal.is_file() else {}
         named = found.get("answered_by")
         if named is None:
-            return cls(load_checkpoint(path), limits, Calibration(**found) if found else None)
+            return cls(load_checkpoint(path), limits, Calibration.from_fields(found, cal) if found else None)
         if not follow:
-            raise ValueError(f"{cal}: names {named!r} to answer conditional MI, but a checkpoint named that way "
+            raise CalibrationError(f"{cal}: names {named!r} to answer conditional MI, but a checkpoint named that way "
                              "must hold its own calibration (run `mist calibrate-cmi --checkpoint` on it)")  # fmt: skip
         est = cls(load_checkpoint(path), limits)
         est.conditional_by = cls._load(path.parent / named, limits, follow=False)
@@ -285,7 +285,8 @@ class Estimator:
         return self._chain_rule(*validate_triple(x, y, z, self.limits))
 
     def _chain_rule(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Combined:
-        return combine(np.stack(self._grids(chain_pairs(x, y, z), calibrated=False)), self.grid)
+        shape = (len(x), x.shape[1], y.shape[1], z.shape[1])
+        return combine(np.stack(self._grids(chain_pairs(x, y, z), calibrated=False)), self.grid, shape)
 
     def _conditional(self, x, y, z, qs: tuple[float, ...]) -> tuple[Estimate, Combined]:
         x, y, z = validate_triple(x, y, z, self.limits)

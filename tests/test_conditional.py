@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from metadata_gen.conditional import ConditionalSpec, sample_conditional_task
+from metadata_gen.conditional import LINKS, ConditionalSpec, sample_conditional_task
 from model.baselines import frenzel_pompe, gaussian
 from model.checkpoint import load_checkpoint
 from model.conditional import Calibration, Combined, fit_calibration
 from model.estimator import Estimator, calibration_path, default_checkpoint_path
+from model.training.calibrate import CALIBRATION_LINKS, heldout_spec
 from model.validation import InputError
 from server.app import create_app
 from server.settings import Settings
@@ -53,10 +54,12 @@ def test_linear_gaussian_truth_matches_the_closed_form_up_to_16_dims(gaussian_sp
         assert got == pytest.approx(t.cmi, abs=0.01 + 0.02 * t.cmi), (shape, t.cmi)
 
 
-def test_heteroscedastic_nonlinear_truth_agrees_with_frenzel_pompe(gaussian_spec):
-    spec = dataclasses.replace(gaussian_spec, links=("tanh",), heteroscedastic=1.0)
+@pytest.mark.parametrize("link", [k for k in LINKS if k != "linear"])
+def test_heteroscedastic_nonlinear_truth_agrees_with_frenzel_pompe(gaussian_spec, link: str):
+    spec = dataclasses.replace(gaussian_spec, links=(link,), heteroscedastic=1.0)
+    n = 100_000 if link == "sin" else 20_000  # at 20 000 rows FP reads 0.75 for the sine link's truth of 0.91
     for i in range(3):
-        t = sample_conditional_task(spec, i, (20_000, 1, 1, 1))
+        t = sample_conditional_task(spec, i, (n, 1, 1, 1))
         fp = frenzel_pompe(*(a.astype(np.float64) for a in (t.x, t.y, t.z)))
         assert fp == pytest.approx(t.cmi, abs=0.04 + 0.05 * t.cmi), (i, t.cmi)
 
@@ -78,13 +81,32 @@ def test_tasks_are_deterministic_and_reshaped_per_block(default_meta):
 
 
 def test_calibration_round_trips_and_its_null_level_is_a_conformal_p_value(tmp_path: Path):
-    combined = [Combined(max(m, 0.0), 0.1, 0.2, m) for m in np.linspace(-0.1, 0.3, 20)]
+    combined = [Combined(max(m, 0.0), 0.1, 0.2, m, (1.0,)) for m in np.linspace(-0.1, 0.3, 20)]
     cal = fit_calibration(combined, [0.0] * 10 + [0.2] * 10, [0.05, 0.5, 0.95], "v", {})
     cal.save(tmp_path / "c.cmi.json")
     again = Calibration.load(tmp_path / "c.cmi.json")
     assert again == cal and len(cal.null_statistics) == 10
-    assert cal.null_level(Combined(10.0, 0.1, 0.1, 10.0)) == pytest.approx(1 / 11)  # beyond every null
-    assert cal.null_level(Combined(0.0, 0.1, 0.1, -1.0)) == 1.0
+    assert cal.null_level(Combined(10.0, 0.1, 0.1, 10.0, (1.0,))) == pytest.approx(1 / 11)  # beyond every null
+    assert cal.null_level(Combined(0.0, 0.1, 0.1, -1.0, (1.0,))) == 1.0
+    old = {k: v for k, v in json.loads((tmp_path / "c.cmi.json").read_text()).items() if k != "null_coefficients"}
+    (tmp_path / "old.cmi.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="rerun `mist calibrate-cmi"):
+        Calibration.load(tmp_path / "old.cmi.json")
+
+
+def test_the_ci_tests_null_location_removes_a_shift_its_features_explain():
+    # nulls of two kinds of sample, whose chain-rule differences centre at -0.1 and at +0.2
+    rng = np.random.default_rng(0)
+    shifted = rng.uniform(size=400) < 0.5
+    diffs = np.where(shifted, 0.2, -0.1) + 0.02 * rng.standard_normal(400)
+    combined = [Combined(max(d, 0.0), 0.1, 0.1, d, (1.0, float(s))) for d, s in zip(diffs, shifted, strict=True)]
+    cal = fit_calibration(combined, [0.0] * 400, [0.05, 0.5, 0.95], "v", {})
+    assert cal.null_coefficients == pytest.approx([-0.1, 0.3], abs=0.01)
+    typical_shifted_null = Combined(0.2, 0.1, 0.1, 0.2, (1.0, 1.0))
+    assert 0.3 < cal.null_level(typical_shifted_null) < 0.7  # about 0.5: a typical null of its kind
+    assert cal.null_level(Combined(0.2, 0.1, 0.1, 0.2, (1.0, 0.0))) < 0.01  # 15 sd above its own kind's nulls
+    pooled = np.array(sorted(diffs))
+    assert np.mean(pooled >= 0.2) < 0.3  # the pooled p-value of the shifted null: what the location corrects
 
 
 def test_shipped_conditional_mi_is_answered_by_a_calibrated_checkpoint(shipped):
@@ -92,7 +114,8 @@ def test_shipped_conditional_mi_is_answered_by_a_calibrated_checkpoint(shipped):
     cal = cmi.calibration
     assert cal is not None, "run `mist calibrate-cmi` after shipping a checkpoint"
     assert cal.checkpoint_version == cmi.version and cal.tasks >= 200
-    assert cal.spec["links"] == ["linear", "tanh"]  # the benchmark's held-out links are not among them
+    assert cal.spec["links"] == list(CALIBRATION_LINKS)
+    assert not set(cal.spec["links"]) & set(heldout_spec().links)  # the benchmark's held-out links are not among them
 
 
 def test_a_checkpoint_can_name_the_checkpoint_that_answers_its_conditional_mi(shipped, tmp_path: Path):

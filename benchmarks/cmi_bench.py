@@ -12,8 +12,10 @@ on FP (local permutations of X among neighbours in Z, Runge 2018). Prints tables
 - speed: one mist estimate at n = 1000, 3 + 3 + 3, against one FP estimate and one FP permutation test.
 
     python benchmarks/cmi_bench.py [--tasks 40] [--ci-tasks 25] [--out benchmarks/results/cmi.json]
-    python benchmarks/cmi_bench.py --null-shapes 1 2 3 5 [--null-tasks 40] --out benchmarks/results/cmi_null_shapes.json
-      (only the CI test's false-positive rate per block size, on null tasks other than the CI section's)
+    python benchmarks/cmi_bench.py --null-shapes 1 2 3 5 [--shape-levels 0 0.1 0.2 0.5] [--null-tasks 40] \
+        --out benchmarks/results/cmi_null_shapes.json
+      (only the CI test's "dependent" rate per block size and CMI level, on tasks other than the CI section's:
+      its false-positive rate at level 0, its power above)
 """
 
 from __future__ import annotations
@@ -112,17 +114,22 @@ def ci_power(est: Estimator, tasks: int, dims: int, perms: int) -> list[dict]:
     return rows
 
 
-def null_rates_by_shape(est: Estimator, dims: list[int], tasks: int, start: int) -> dict:
-    """mist's "dependent" rate at alpha on the CI section's null tasks (CMI 0), per block size, on task indices
-    ``start`` … ``start + tasks − 1`` (the CI section itself reads 0 … ci_tasks − 1)."""
-    spec, out = ci_spec(0.0), {}
-    for d in dims:
-        said = [
-            est.ci_test(*(a.astype(np.float64) for a in (t.x, t.y, t.z)), ALPHA).dependent
-            for t in (sample_conditional_task(spec, i, (1000, d, d, d)) for i in range(start, start + tasks))
-        ]
-        out[str(d)] = float(np.mean(said))
-        print(f"null tasks {d} + {d} + {d}, n = 1000: mist says dependent in {out[str(d)]:.3f} of {tasks}", flush=True)
+def rates_by_shape(est: Estimator, dims: list[int], levels: list[float], tasks: int, start: int) -> dict:
+    """mist's "dependent" rate at alpha on the CI section's tasks at each CMI level (0: its false-positive rate,
+    above 0: its power), per block size, on task indices ``start`` … ``start + tasks − 1`` (the CI section itself
+    reads 0 … ci_tasks − 1)."""
+    out: dict = {}
+    for level in levels:
+        spec, out[str(level)] = ci_spec(level), {}
+        for d in dims:
+            said = [
+                est.ci_test(*(a.astype(np.float64) for a in (t.x, t.y, t.z)), ALPHA).dependent
+                for t in (sample_conditional_task(spec, i, (1000, d, d, d)) for i in range(start, start + tasks))
+            ]
+            out[str(level)][str(d)] = rate = float(np.mean(said))
+            print(
+                f"CMI {level:.2f}, {d} + {d} + {d}, n = 1000: mist says dependent in {rate:.3f} of {tasks}", flush=True
+            )
     return {"tasks": tasks, "start": start, "alpha": ALPHA, "rates": out}
 
 
@@ -170,18 +177,23 @@ def main() -> None:
         default=None,
         help="only measure the CI test's false-positive rate at these dims per block",
     )
-    parser.add_argument("--null-tasks", type=int, default=40, help="null tasks per shape (with --null-shapes)")
-    parser.add_argument("--null-start", type=int, default=1000, help="first null task index (with --null-shapes)")
+    parser.add_argument(
+        "--shape-levels", type=float, nargs="+", default=[0.0], help="CMI levels in nats (with --null-shapes)"
+    )
+    parser.add_argument("--null-tasks", type=int, default=40, help="tasks per shape and level (with --null-shapes)")
+    parser.add_argument("--null-start", type=int, default=1000, help="first task index (with --null-shapes)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     est = Estimator.load()
     if args.null_shapes and not (all(1 <= d <= 32 for d in args.null_shapes) and args.null_tasks >= 1):
         parser.error("--null-shapes takes dims per block in 1..32 (x and z, y and z share one side of at most 64), "
                      "--null-tasks at least 1")  # fmt: skip
+    if not all(0.0 <= v <= 2.0 for v in args.shape_levels):
+        parser.error("--shape-levels takes CMI levels in 0..2 nats (the generator's range)")
     if args.null_shapes:
         found = {
             "checkpoint": est.conditional_by.version,
-            "null_by_shape": null_rates_by_shape(est, args.null_shapes, args.null_tasks, args.null_start),
+            "by_shape": rates_by_shape(est, args.null_shapes, args.shape_levels, args.null_tasks, args.null_start),
         }
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -269,9 +269,10 @@ class Estimator:
         return self.conditional_by._conditional(x, y, z, qs)[0]
 
     def ci_test(self, x, y, z, alpha: float = 0.05) -> CITest:
-        """Test X ⫫ Y | Z: the p-value is conformal against the calibration's null tasks (I(X; Y | Z) = 0), so
-        on tasks like them the false-positive rate is at most ``alpha``. On null tasks unlike them it is not: on
-        held-out links it measured 0.45 at 1 + 1 + 1 dims and 0.08–0.18 at 2–5 per block (model card)."""
+        """Test X ⫫ Y | Z: the p-value is conformal against the calibration's null tasks (I(X; Y | Z) = 0), on the
+        chain-rule difference less its fitted null location (:mod:`model.conditional`), so on tasks like them the
+        false-positive rate is at most ``alpha``. On held-out null tasks (links and families calibration never
+        draws) it measured 0 of 40 at each of 1, 2, 3 and 5 dims per block; the power is low (model card)."""
         if not 0.0 < alpha < 1.0:
             raise InputError("alpha", f"must lie in (0, 1), got {alpha}")
         cmi = self.conditional_by

@@ -175,7 +175,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=None,
-        help="only measure the CI test's false-positive rate at these dims per block",
+        help="only measure the CI test's rate of 'dependent' at these dims per block (and --shape-levels)",
     )
     parser.add_argument(
         "--shape-levels", type=float, nargs="+", default=[0.0], help="CMI levels in nats (with --null-shapes)"

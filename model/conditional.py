@@ -11,7 +11,8 @@ calibration on CMI tasks the network never trained on (:mod:`model.conformal`, r
 
 The conditional-independence test is a conformal p-value against the same run's null tasks (truth 0). Under the
 null the chain-rule difference is not centred at 0: the network's errors on I(X; YZ) and I(X; Z) differ with the
-shape (about +0.02 nats at 1 + 1 + 1 dims, −0.15 at dz = 1 with more dims in X and Y) and with how strongly X
+shape (on linear- and tanh-linked calibration nulls the median is −0.02 nats at 1 + 1 + 1 dims and −0.15 at
+dz = 1 with more dims in X and Y) and with how strongly X
 and Y depend on Z. So the test's statistic is the difference less a *null location* fitted by least squares on
 the null tasks, linear in :func:`null_features` (log dims, log n, the I(X; Z) + I(Y; Z) medians); the p-value
 ranks that residual among the null tasks' residuals.
@@ -44,7 +45,7 @@ class Combined:
     spread_down: float
     spread_up: float
     difference: float  # the same mean before the clamp (the clamp would tie the CI test's nulls at 0)
-    features: tuple[float, ...] = ()  # :func:`null_features` of the sample: where its null difference lies
+    features: tuple[float, ...]  # :func:`null_features` of the sample: where its null difference lies
 
 
 @dataclass
@@ -79,8 +80,7 @@ class Calibration:
         return np.maximum(offset_quantiles(c.median, c.spread_down, c.spread_up, offsets), 0.0)
 
     def null_residual(self, c: Combined) -> float:
-        """The CI test's statistic: the chain-rule difference less the null location at ``c``'s features."""
-        return float(c.difference - np.dot(self.null_coefficients, c.features))
+        return null_residual(self.null_coefficients, c)
 
     def null_level(self, c: Combined) -> float:
         """A conformal p-value of I(X; Y | Z) = 0: the share of null calibration tasks (plus this one) whose
@@ -121,9 +121,14 @@ def fit_calibration(
     residuals = normalized_residuals(truths, *sides.T)
     null = [c for c, t in zip(combined, truths, strict=True) if t == 0.0]
     coefficients = fit_null_location(null)
-    stats = sorted(float(c.difference - np.dot(coefficients, c.features)) for c in null)
+    stats = sorted(null_residual(coefficients, c) for c in null)
     return Calibration(version, list(levels), conformal_offsets(residuals, levels), stats, len(residuals), spec,
                        coefficients)  # fmt: skip
+
+
+def null_residual(coefficients: Sequence[float], c: Combined) -> float:
+    """The CI test's statistic: the chain-rule difference less the null location at ``c``'s features."""
+    return float(c.difference - np.dot(coefficients, c.features))
 
 
 def fit_null_location(null: Sequence[Combined], ridge: float = 1e-6) -> list[float]:

@@ -244,3 +244,11 @@ def test_bad_z_files_and_calibration_flags_are_named(tmp_path: Path, capsys, mon
     assert main(["calibrate-cmi", "--tasks", "5"]) == 2 and "--tasks" in capsys.readouterr().err
     assert main(["calibrate-cmi", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+    # a calibration written before the null location: a named error, not a stack trace
+    shipped_cmi = default_checkpoint_path().parent / "mist-cmi.pt"
+    (tmp_path / "old.pt").write_bytes(shipped_cmi.read_bytes())
+    fields = json.loads(calibration_path(shipped_cmi).read_text())
+    del fields["null_coefficients"]
+    calibration_path(tmp_path / "old.pt").write_text(json.dumps(fields))
+    assert main([*argv[:-1], str(tmp_path / "x.npy"), "--checkpoint", str(tmp_path / "old.pt")]) == 2
+    assert "rerun `mist calibrate-cmi" in capsys.readouterr().err

@@ -11,7 +11,7 @@
 The calibration tasks and the benchmark's held-out tasks (``benchmarks/cmi_bench.py``) share no MI family, link
 or reshaping: calibration pairs the training families with :data:`CALIBRATION_LINKS`; the held-out suite the
 held-out families with the sine and quadratic links, and other seeds. Calibration draws the cubic link because
-without it the CI test's false-positive rate on held-out null tasks was 0.08-0.16 at alpha 0.05 (with it 0.03);
+without it the CI test's false-positive rate on held-out null tasks was 0.10-0.11 at alpha 0.05 (with it 0.03);
 its null differences have the heaviest tail, which also costs the test most of its power (model card).
 """
 

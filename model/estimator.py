@@ -115,13 +115,18 @@ def estimate_baseline(x, y, method: str, limits: Limits = Limits(), k: int | Non
         raise InputError("method", "mist needs a checkpoint: use Estimator.load().estimate")
     if k is not None and method != "ksg":
         raise InputError("k", f"k is KSG's neighbour count; {method} takes none")
-    x, y = validate_pair(x, y, limits)
+    return baseline_answer(*validate_pair(x, y, limits), method, k)
+
+
+def baseline_answer(x: np.ndarray, y: np.ndarray, method: str, k: int | None = None, tied: Tied | None = None):
+    """:func:`estimate_baseline` on a pair :func:`model.validation.validate_pair` has checked (``tied``: its
+    sides' :func:`model.ties.tied_columns`, when the caller has them)."""
     check_work(method, x, y)
     options = {} if k is None else {"k": k}
     if k is not None and not 1 <= k < len(x):
         raise InputError("k", f"must lie in [1, n - 1] = [1, {len(x) - 1}], got {k}")
     value = float(baselines.BASELINES[method](x, y, **options))
-    return Estimate(method, value, n=len(x), dx=x.shape[1], dy=y.shape[1], warnings=tie_warnings(x, y))
+    return Estimate(method, value, n=len(x), dx=x.shape[1], dy=y.shape[1], warnings=tie_warnings(x, y, tied=tied))
 
 
 def estimate_conditional_baseline(x, y, z, method: str, limits: Limits = Limits()) -> Estimate:
@@ -349,29 +354,43 @@ class Estimator:
         resolved = [(discrete.resolve(fx, as_matrix(x, "x"), "discrete_x"),  # as given: checked ones are rescaled
                      discrete.resolve(fy, as_matrix(y, "y"), "discrete_y"))
                     for (x, y), (fx, fy) in zip(pairs, declared, strict=True)]  # fmt: skip
+        return self.estimate_checked(checked, resolved, qs, method)
+
+    def estimate_checked(
+        self, checked: Sequence[tuple[np.ndarray, np.ndarray]], sides: Sequence[tuple[bool, bool]],
+        qs: tuple[float, ...], method: str, tied: Sequence[Tied] | None = None,
+    ) -> list[Estimate]:  # fmt: skip
+        """:meth:`estimate_batch` on pairs :func:`model.validation.validate_pair` has checked, their sides'
+        discreteness resolved (:func:`model.discrete.resolve`) and ``qs`` from :meth:`check_request`. ``tied``:
+        each pair's :func:`model.ties.tied_columns`, when the caller has them (screening finds them once per
+        column, not once per pair)."""
+        if tied is None:
+            tied = [(tied_columns(x), tied_columns(y)) for x, y in checked]  # sorted once, used twice
         answers: list[Estimate | None] = [None] * len(checked)
-        for i, ((x, y), side) in enumerate(zip(checked, resolved, strict=True)):
+        for i, ((x, y), side) in enumerate(zip(checked, sides, strict=True)):
             if any(side):
-                answers[i] = self._discrete_answer(x, y, side, qs)
+                answers[i] = self._discrete_answer(x, y, side, qs, tied[i])
         rest = [i for i, a in enumerate(answers) if a is None]
         if method != "mist":
             for i in rest:
-                answers[i] = estimate_baseline(*checked[i], method, self.limits)
+                answers[i] = baseline_answer(*checked[i], method, tied=tied[i])
             return answers
         for i in rest:
             self._check_trained_range(*checked[i])
-        tied = [(tied_columns(x), tied_columns(y)) for x, y in (checked[i] for i in rest)]  # sorted once, used twice
-        for i, g, t in zip(rest, self._grids([checked[i] for i in rest], tied=tied), tied, strict=True):
-            answers[i] = self._answer(g, qs, *checked[i], t)
+        grids = self._grids([checked[i] for i in rest], tied=[tied[i] for i in rest])
+        for i, g in zip(rest, grids, strict=True):
+            answers[i] = self._answer(g, qs, *checked[i], tied[i])
         return answers
 
-    def _discrete_answer(self, x: np.ndarray, y: np.ndarray, side: tuple[bool, bool], qs: tuple[float, ...]):
+    def _discrete_answer(
+        self, x: np.ndarray, y: np.ndarray, side: tuple[bool, bool], qs: tuple[float, ...], tied: Tied
+    ) -> Estimate:
         name, value, se = discrete.estimate(x, y, *side)
         values = discrete.quantiles(value, se, qs)
         lo, hi = discrete.quantiles(value, se, (0.05, 0.95))
         return Estimate(name, value, quantile_map(qs, values),
                         (float(lo), float(hi)), len(x), x.shape[1], y.shape[1],
-                        warnings=tie_warnings(x, y, side))  # fmt: skip
+                        warnings=tie_warnings(x, y, side, tied))  # fmt: skip
 
     def raw_grids(self, pairs: Sequence[tuple]) -> list[tuple[np.ndarray, float]]:
         """For each pair, the network's uncalibrated grid quantiles and its statistic disagreement (what

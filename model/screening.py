@@ -1,6 +1,6 @@
 """Screening a table: the MI of every column against a target, and the matrix of MI between all pairs of columns,
-each answer with its interval (mist) and through the one estimate path (:meth:`Estimator.estimate_batch`: pairs of
-one shape share forward passes).
+each answer with its interval (mist) and through the one estimate path (:meth:`Estimator.estimate_checked`, after
+each column is checked once: pairs of one shape share forward passes).
 
 Discrete columns (``discrete_features``: ``"auto"`` by :func:`model.discrete.looks_discrete`, or named) and a
 discrete target are answered by :mod:`model.discrete`: the Miller–Madow plug-in when both sides are discrete, Ross's
@@ -15,9 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.discrete import Discreteness, looks_discrete
+from model.discrete import Discreteness, looks_discrete, resolve
 from model.ties import tied_columns
-from model.validation import MAX_PAIRWISE_COLUMNS, MAX_SCREEN_COLUMNS, InputError, as_matrix
+from model.validation import (
+    MAX_PAIRWISE_COLUMNS,
+    MAX_SCREEN_COLUMNS,
+    InputError,
+    as_matrix,
+    check_pair_shape,
+    robust_rescale,
+)
 
 if TYPE_CHECKING:
     from model.estimator import Estimate, Estimator
@@ -80,19 +87,32 @@ def discrete_columns(table: np.ndarray, names: list[str], discrete_features: Dis
 
 
 def _in_steps(
-    est: Estimator, pairs: list[tuple], flags: list[tuple], quantiles, method: str, between: Between | None
-) -> list[Estimate]:
-    """:meth:`Estimator.estimate_batch` over the pairs (``flags``: each pair's discreteness),
-    :data:`PAIRS_PER_STEP` at a time, calling ``between`` after each step (the request itself is checked before
-    the first step)."""
-    est.check_request(quantiles, method)
+    est: Estimator, pairs: list[tuple], flags: list[tuple], tied: list[tuple], qs: tuple[float, ...], method: str,
+    between: Between | None,
+) -> list[Estimate]:  # fmt: skip
+    """:meth:`Estimator.estimate_checked` over the checked pairs (``flags``: each pair's discreteness; ``tied``:
+    its sides' tied columns), :data:`PAIRS_PER_STEP` at a time, calling ``between`` after each step."""
     answers: list[Estimate] = []
     for start in range(0, len(pairs), PAIRS_PER_STEP):
         step = slice(start, start + PAIRS_PER_STEP)
-        answers += est.estimate_batch(pairs[step], quantiles, method, sides=flags[step])
+        answers += est.estimate_checked(pairs[step], flags[step], qs, method, tied=tied[step])
         if between is not None:
             between(len(answers), len(pairs))
     return answers
+
+
+def _checked_table(est: Estimator, table: np.ndarray, names: list[str], mask: np.ndarray, partner_dims: int):
+    """The table as :func:`model.validation.validate_pair` leaves each column (its checks and rescaling are per
+    column, so they run once per column, not once per pair), with each column's tied flag; a column declared
+    discrete must repeat its values (:func:`model.discrete.resolve`)."""
+    check_pair_shape(len(table), 1, partner_dims, est.limits, ("X", "target" if partner_dims else "X"))
+    for j in np.flatnonzero(mask):
+        try:
+            resolve(True, table[:, [j]], "discrete_features")
+        except InputError as err:
+            raise InputError(err.field, f"column {names[j]!r} {err.message}") from None
+    checked = robust_rescale(table)
+    return checked, tied_columns(checked)
 
 
 def screen(
@@ -101,15 +121,21 @@ def screen(
     discrete_features: DiscreteFeatures = "auto", discrete_target: Discreteness = False,
 ) -> dict[str, Estimate]:  # fmt: skip
     """I(X_j; target) for every column j of ``X`` (``target`` may be multi-dimensional), by column name."""
+    qs = est.check_request(quantiles, method)  # the request itself is checked before any column
     table, names = _table(X, columns, "X")
     if table.shape[1] > MAX_SCREEN_COLUMNS:
         raise InputError("X", f"has {table.shape[1]} columns; at most {MAX_SCREEN_COLUMNS} are screened at once")
     y = as_matrix(target, "target")
     if len(y) != len(table):
         raise InputError("target", f"has {len(y)} rows but X has {len(table)}")
+    target_discrete = resolve(discrete_target, y, "discrete_target")
     mask = discrete_columns(table, names, discrete_features)
-    pairs = [(table[:, [j]], y) for j in range(table.shape[1])]
-    answers = _in_steps(est, pairs, [(m, discrete_target) for m in mask], quantiles, method, between)
+    checked, tied = _checked_table(est, table, names, mask, y.shape[1])
+    y = robust_rescale(y)
+    tied_y = tied_columns(y)
+    pairs = [(checked[:, [j]], y) for j in range(table.shape[1])]
+    flags = [(bool(m), target_discrete) for m in mask]
+    answers = _in_steps(est, pairs, flags, [(tied[[j]], tied_y) for j in range(len(names))], qs, method, between)
     return dict(zip(names, answers, strict=True))
 
 
@@ -127,16 +153,20 @@ def pairwise(
     p = table.shape[1]
     if not 2 <= p <= MAX_PAIRWISE_COLUMNS:
         raise InputError("X", f"has {p} columns; pairwise takes 2 to {MAX_PAIRWISE_COLUMNS}")
+    qs = est.check_request(None, method)
     pairs = [(i, j) for i in range(p) for j in range(i + 1, p)]
     mask = discrete_columns(table, names, discrete_features)
-    flags = [(mask[i], mask[j]) for i, j in pairs]
-    answers = _in_steps(est, [(table[:, [i]], table[:, [j]]) for i, j in pairs], flags, None, method, between)
+    checked, tied = _checked_table(est, table, names, mask, 1)
+    columns_checked = [checked[:, [j]] for j in range(p)]
+    answers = _in_steps(est, [(columns_checked[i], columns_checked[j]) for i, j in pairs],
+                        [(bool(mask[i]), bool(mask[j])) for i, j in pairs],
+                        [(tied[[i]], tied[[j]]) for i, j in pairs], qs, method, between)  # fmt: skip
     mats = [np.full((p, p), np.nan) for _ in range(3)]
     for (i, j), a in zip(pairs, answers, strict=True):
         lo, hi = a.interval_90 or (np.nan, np.nan)
         for mat, value in zip(mats, (a.mi_nats, lo, hi), strict=True):
             mat[i, j] = mat[j, i] = value
-    tied = [name for name, t in zip(names, tied_columns(table) & ~mask, strict=True) if t]
-    note = [f"tied values in columns read as continuous: {', '.join(tied)} (ties broken by noise); declare discrete "
-            "ones in discrete_features"] if tied else []  # fmt: skip
+    shown = [name for name, t in zip(names, tied & ~mask, strict=True) if t]
+    note = [f"tied values in columns read as continuous: {', '.join(shown)} (ties broken by noise); declare discrete "
+            "ones in discrete_features"] if shown else []  # fmt: skip
     return PairwiseMI(names, *mats, warnings=note)

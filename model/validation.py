@@ -98,20 +98,25 @@ def validate_pair(x, y, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarr
     x, y = as_matrix(x, "x"), as_matrix(y, "y")
     if len(x) != len(y):
         raise InputError("y", f"has {len(y)} rows but x has {len(x)}: x and y must have the same number of samples")
-    n = len(x)
+    check_pair_shape(len(x), x.shape[1], y.shape[1], limits)
+    return robust_rescale(x), robust_rescale(y)
+
+
+def check_pair_shape(n: int, dx: int, dy: int, limits: Limits = Limits(), names: tuple[str, str] = ("x", "y")) -> None:
+    """The limits a pair of n rows and dx + dy dims must meet (:func:`validate_pair`; screening checks its pairs'
+    one shape once). ``names``: the two sides' fields in the errors."""
     if n < limits.min_n:
-        raise InputError("x", f"has {n} samples; at least {limits.min_n} are needed")
+        raise InputError(names[0], f"has {n} samples; at least {limits.min_n} are needed")
     if n > limits.max_n:
-        raise InputError("x", f"has {n} samples; at most {limits.max_n} are supported")
-    if n * (x.shape[1] + y.shape[1]) > limits.max_cells:
-        raise InputError("x", f"n · (dx + dy) = {n * (x.shape[1] + y.shape[1])} numbers; at most {limits.max_cells} "
+        raise InputError(names[0], f"has {n} samples; at most {limits.max_n} are supported")
+    if n * (dx + dy) > limits.max_cells:
+        raise InputError(names[0], f"n · (dx + dy) = {n * (dx + dy)} numbers; at most {limits.max_cells} "
                          "are supported: subsample rows")  # fmt: skip
-    for field, a in (("x", x), ("y", y)):
-        if a.shape[1] > limits.max_dim:
-            raise InputError(field, f"has {a.shape[1]} dimensions; at most {limits.max_dim} are supported: reduce "
+    for field, d in zip(names, (dx, dy), strict=True):
+        if d > limits.max_dim:
+            raise InputError(field, f"has {d} dimensions; at most {limits.max_dim} are supported: reduce "
                              f"{field} first (PCA, or a learned embedding: MI can only drop, so the estimate is a "
                              "lower bound on the original)")  # fmt: skip
-    return robust_rescale(x), robust_rescale(y)
 
 
 def validate_triple(x, y, z, limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

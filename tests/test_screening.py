@@ -61,12 +61,18 @@ def test_a_dataframe_keeps_its_column_labels(shipped):
         (lambda e: e.pairwise(np.zeros((20, MAX_PAIRWISE_COLUMNS + 1))), "X"),  # more columns than the limit
         (lambda e: e.pairwise(TABLE[:, :1]), "X"),  # one column: no pair
         (lambda e: e.pairwise(TABLE, columns=["a"]), "columns"),
+        (lambda e: e.pairwise(TABLE[:5]), "X"),  # too few rows for any pair
+        (lambda e: e.screen(TABLE[:, :2], TABLE[:, 3], discrete_target="yes"), "discrete_target"),
+        # a column declared discrete must repeat its values: the error names it
+        (lambda e: e.pairwise(TABLE, columns=NAMES, discrete_features=["noisy"]), "discrete_features:noisy"),
+        (lambda e: e.screen(TABLE[:, :2], TABLE[:, 3], discrete_features=[1]), "discrete_features:1"),
     ],
 )
 def test_bad_tables_name_the_field(shipped, call, field):
     with pytest.raises(InputError) as info:
         call(shipped)
-    assert info.value.field == field
+    field, _, column = field.partition(":")
+    assert info.value.field == field and (not column or f"column {column!r}" in info.value.message)
 
 
 def test_an_all_constant_column_reads_exactly_zero(shipped):

@@ -333,13 +333,17 @@ def _estimate(args: argparse.Namespace) -> int:
         sides = {f"discrete_{s}": parse_discreteness(getattr(args, f"discrete_{s}"), f"--discrete-{s}") for s in "xy"}
         if any(sides.values()) and (z is not None or args.k is not None):
             raise UserError("--discrete-x/--discrete-y do not apply with --z or --k")
+        discrete_z = parse_discreteness(args.discrete_z, "--discrete-z")
+        if z is None and discrete_z != "auto":
+            raise UserError("--discrete-z applies with --z")
         if any(sides.values()):  # the discrete estimators answer whatever the method
             est = Estimator.load(args.checkpoint).estimate(x, y, levels, args.method, **sides)
         elif args.method == "mist":  # only the network needs torch and a checkpoint
             if args.k is not None:
                 raise UserError("--k is KSG's neighbour count; use it with --method ksg")
             net = Estimator.load(args.checkpoint)
-            est = net.estimate(x, y, quantiles=levels) if z is None else net.conditional(x, y, z, quantiles=levels)
+            est = (net.estimate(x, y, quantiles=levels) if z is None
+                   else net.conditional(x, y, z, quantiles=levels, discrete_z=discrete_z))  # fmt: skip
         else:
             if levels is not None:
                 raise UserError(f"--quantiles needs --method mist: {args.method} gives a point estimate")
@@ -509,6 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
             choices=tuple(DISCRETENESS),
             help=f"{side.upper()} is discrete (alone: true; auto: integer-valued, at most 32 values, 5 rows per value)",
         )
+    s.add_argument(
+        "--discrete-z",
+        nargs="?",
+        const="true",
+        default="auto",
+        choices=tuple(DISCRETENESS),
+        help="with --z: Z is discrete, so I(X;Y|Z) is estimated within each class (default auto, as for --discrete-x; "
+        "false: the chain rule)",
+    )
     s.set_defaults(handler=_estimate)
 
     def table_command(name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:

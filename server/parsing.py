@@ -186,7 +186,7 @@ def pairwise_call(body: bytes) -> TableCall:
 
 def npz_call(
     body: bytes, limits: Limits, quantiles: str | None, method: str, model: str, discrete_x: str = "false",
-    discrete_y: str = "false",
+    discrete_y: str = "false", discrete_z: str = "auto",
 ) -> Call:  # fmt: skip
     """``POST /estimate/npz``: the body is an ``.npz`` of ``x`` and ``y`` (and ``z`` for I(X; Y | Z)); options
     come as query parameters (``quantiles`` comma-separated)."""
@@ -196,6 +196,7 @@ def npz_call(
         "model": model,
         "discrete_x": parse_discreteness(discrete_x, "discrete_x"),
         "discrete_y": parse_discreteness(discrete_y, "discrete_y"),
+        "discrete_z": parse_discreteness(discrete_z, "discrete_z"),
     }
     opts = options(fields, EstimateRequest, PairOptions)
     x, y, z = read_npz(body, limits)

@@ -72,19 +72,27 @@ def _estimate(call: parsing.Call, est: Estimator, cancel: threading.Event) -> Es
     """In a worker thread, within an admission slot."""
     start, opts = time.perf_counter(), call.options
     if call.z is None:
+        _no_discrete_z(opts.discrete_z)
         result = est.estimate(call.x, call.y, opts.quantiles, opts.method, discrete_x=opts.discrete_x,
                               discrete_y=opts.discrete_y)  # fmt: skip
     elif opts.discrete_x or opts.discrete_y:
         raise InputError("discrete_x" if opts.discrete_x else "discrete_y", "discrete sides are not supported with "
                          "z (conditional MI); omit z, or send the side as continuous")  # fmt: skip
     else:
-        result = est.conditional(call.x, call.y, call.z, opts.quantiles, opts.method)
+        result = est.conditional(call.x, call.y, call.z, opts.quantiles, opts.method, discrete_z=opts.discrete_z)
     return _response(result, time.perf_counter() - start)
+
+
+def _no_discrete_z(flag: bool | str) -> None:
+    """``discrete_z`` names how z is read: without z it would be ignored, so it is refused."""
+    if flag != "auto":
+        raise InputError("discrete_z", "applies to z (conditional MI); send z, or omit discrete_z")
 
 
 def _batch(call: parsing.BatchCall, est: Estimator, cancel: threading.Event) -> BatchResponse:
     start, opts = time.perf_counter(), call.options
     est.check_request(opts.quantiles, opts.method)  # a bad level or method fails the batch once, not every item
+    _no_discrete_z(opts.discrete_z)
     results = []
     for item in call.items:
         if cancel.is_set():
@@ -265,9 +273,11 @@ async def estimate_npz(
     model: str = "default",
     discrete_x: FlagQuery = "false",
     discrete_y: FlagQuery = "false",
+    discrete_z: FlagQuery = "auto",
 ) -> EstimateResponse:
-    """Binary upload: the body is an ``.npz`` file holding arrays ``x`` and ``y``."""
-    args = (await request.body(), available.pick(model).limits, quantiles, method, model, discrete_x, discrete_y)
+    """Binary upload: the body is an ``.npz`` file holding arrays ``x`` and ``y`` (and ``z``)."""
+    args = (await request.body(), available.pick(model).limits, quantiles, method, model, discrete_x, discrete_y,
+            discrete_z)  # fmt: skip
     return await _admit(request, available, parsing.npz_call, args, _estimate)
 
 

@@ -51,6 +51,9 @@ DISCRETE_DOC = ("true: answered by the discrete estimators (Miller–Madow plug-
 class PairOptions(EstimateOptions):
     discrete_x: Discreteness = Field(False, description=f"x is discrete; {DISCRETE_DOC}")
     discrete_y: Discreteness = Field(False, description=f"y is discrete; {DISCRETE_DOC}")
+    discrete_z: Discreteness = Field("auto", description="with z: z is discrete, so I(X; Y | Z) is estimated "
+                                     "within each of its classes (method mist_stratified; each class needs 10 rows); "
+                                     "false: the chain rule; 'auto' as for discrete_x")  # fmt: skip
 
 
 class TableOptions(EstimateOptions):

@@ -331,13 +331,15 @@ def _estimate(args: argparse.Namespace) -> int:
     try:
         levels = parse_levels(args.quantiles)
         sides = {f"discrete_{s}": parse_discreteness(getattr(args, f"discrete_{s}"), f"--discrete-{s}") for s in "xy"}
-        if any(sides.values()) and (z is not None or args.k is not None):
-            raise UserError("--discrete-x/--discrete-y do not apply with --z or --k")
+        if any(sides.values()) and args.k is not None:
+            raise UserError("--discrete-x/--discrete-y do not apply with --k")
         discrete_z = parse_discreteness(args.discrete_z, "--discrete-z")
         if z is None and discrete_z != "auto":
             raise UserError("--discrete-z applies with --z")
-        if any(sides.values()):  # the discrete estimators answer whatever the method
-            est = Estimator.load(args.checkpoint).estimate(x, y, levels, args.method, **sides)
+        if any(sides.values()):  # the discrete estimators answer whatever the method (with z: by its classes)
+            net = Estimator.load(args.checkpoint)
+            est = (net.estimate(x, y, levels, args.method, **sides) if z is None
+                   else net.conditional(x, y, z, levels, args.method, discrete_z=discrete_z, **sides))  # fmt: skip
         elif args.method == "mist":  # only the network needs torch and a checkpoint
             if args.k is not None:
                 raise UserError("--k is KSG's neighbour count; use it with --method ksg")

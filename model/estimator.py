@@ -266,59 +266,91 @@ class Estimator:
 
     def conditional(
         self, x, y, z, quantiles: Sequence[float] | None = None, method: str = "mist", *,
-        discrete_z: discrete.Discreteness = "auto",
+        discrete_z: discrete.Discreteness = "auto", discrete_x: discrete.Discreteness = False,
+        discrete_y: discrete.Discreteness = False,
     ) -> Estimate:  # fmt: skip
         """Estimate I(X; Y | Z) in nats: rows are samples; ``mi_nats`` is the median. A continuous Z is answered by
         the chain rule (:mod:`model.conditional`, quantiles calibrated on CMI tasks); a discrete one (True, or
         ``"auto"``: :func:`model.discrete.looks_discrete`) by strata, each class's MI from this network
-        (:mod:`model.stratified`, method ``mist_stratified``). ``method`` may also be a baseline of
-        :data:`model.baselines.CONDITIONAL_BASELINES` (a point estimate)."""
+        (:mod:`model.stratified`, method ``mist_stratified``); then X or Y may be discrete too (``discrete_x``,
+        ``discrete_y``: each class's MI from :mod:`model.discrete`, whatever the method). ``method`` may also be a
+        baseline of :data:`model.baselines.CONDITIONAL_BASELINES` (a point estimate)."""
         qs = self.check_request(quantiles, method, conditional=True)
+        stratify, sides = self._conditioning(x, y, z, discrete_z, discrete_x, discrete_y)
+        if stratify and (method == "mist" or any(sides)):
+            return self._stratified(*validate_triple(x, y, z, self.limits), qs, sides)[0]
         if method != "mist":
             return estimate_conditional_baseline(x, y, z, method, self.limits)
-        if discrete.resolve(discrete_z, as_matrix(z, "z"), "discrete_z"):
-            return self._stratified(*validate_triple(x, y, z, self.limits), qs)[0]
         return self.conditional_by._conditional(x, y, z, qs)[0]
+
+    @staticmethod
+    def _conditioning(x, y, z, discrete_z, discrete_x, discrete_y) -> tuple[bool, tuple[bool, bool]]:
+        """Whether z is discrete (then I(X; Y | Z) is answered by strata), and each side's discreteness, which
+        only strata can take."""
+        stratify = discrete.resolve(discrete_z, as_matrix(z, "z"), "discrete_z")
+        sides = (discrete.resolve(discrete_x, as_matrix(x, "x"), "discrete_x"),
+                 discrete.resolve(discrete_y, as_matrix(y, "y"), "discrete_y"))  # fmt: skip
+        if any(sides) and not stratify:
+            raise InputError("discrete_x" if sides[0] else "discrete_y", "a discrete side with z needs a discrete z "
+                             "(then I(X; Y | Z) is estimated within each class of z); with a continuous z send the "
+                             "side as continuous")  # fmt: skip
+        return stratify, sides
 
     def ci_test(
         self, x, y, z, alpha: float = 0.05, *, discrete_z: discrete.Discreteness = "auto",
-        permutations: int = stratified.PERMUTATIONS,
+        permutations: int = stratified.PERMUTATIONS, discrete_x: discrete.Discreteness = False,
+        discrete_y: discrete.Discreteness = False,
     ) -> CITest:  # fmt: skip
         """Test X ⫫ Y | Z. For a continuous Z the p-value is conformal against the calibration's null tasks
         (I(X; Y | Z) = 0), on the chain-rule difference less its fitted null location (:mod:`model.conditional`), so
         on tasks like them the false-positive rate is at most ``alpha``; on held-out null tasks (links and
         families calibration never draws) it measured 0 of 40 at each of 1, 2, 3 and 5 dims per block; the power
         is low (model card). For a discrete Z (``discrete_z`` as in :meth:`conditional`) it is a permutation test
-        of Y within the classes of Z (``permutations`` of them): exact for any distribution."""
+        of Y within the classes of Z (``permutations`` of them): exact for any distribution; X and Y may then be
+        discrete (as in :meth:`conditional`)."""
         if not 0.0 < alpha < 1.0:
             raise InputError("alpha", f"must lie in (0, 1), got {alpha}")
-        if discrete.resolve(discrete_z, as_matrix(z, "z"), "discrete_z"):
+        stratify, sides = self._conditioning(x, y, z, discrete_z, discrete_x, discrete_y)
+        if stratify:
             stratified.check_permutations(permutations)
-            return self._stratified_test(*validate_triple(x, y, z, self.limits), alpha, permutations)
+            return self._stratified_test(*validate_triple(x, y, z, self.limits), alpha, permutations, sides)
         cmi = self.conditional_by
         estimate, c = cmi._conditional(x, y, z, DEFAULT_QUANTILES)
         p = cmi._checked_calibration().null_level(c)
         return CITest(p <= alpha, p, alpha, estimate)
 
-    def _stratified(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, qs: tuple[float, ...]):
+    def _stratified(
+        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, qs: tuple[float, ...], sides: tuple[bool, bool]
+    ) -> tuple[Estimate, list[np.ndarray]]:
         """I(X; Y | Z) by the classes of a discrete z (:mod:`model.stratified`), with those classes."""
-        self._check_trained_range(x, y)
         classes = stratified.strata(z)
-        grids = np.stack(self._grids([(x[rows], y[rows]) for rows in classes]))
+        pairs = [(x[rows], y[rows]) for rows in classes]
+        name = "mist"
+        if any(sides):  # each class by model.discrete, its normal quantiles on the network's grid
+            answers = [discrete.estimate(a, b, *sides) for a, b in pairs]
+            name = answers[0][0]
+            grids = np.stack([discrete.quantiles(value, se, self.grid) for _, value, se in answers])
+        else:
+            self._check_trained_range(x, y)
+            grids = np.stack(self._grids(pairs))
         combined = stratified.weighted_sum_quantiles(grids, stratified.class_weights(classes))
         values, (lo, med, hi) = np.interp(qs, self.grid, combined), np.interp((0.05, 0.5, 0.95), self.grid, combined)
-        answer = Estimate("mist_stratified", float(med), quantile_map(qs, values), (float(lo), float(hi)),
+        answer = Estimate(f"{name}_stratified", float(med), quantile_map(qs, values), (float(lo), float(hi)),
                           len(x), x.shape[1], y.shape[1], self.version, z.shape[1],
-                          warnings=tie_warnings(x, y))  # fmt: skip
+                          warnings=tie_warnings(x, y, sides))  # fmt: skip
         return answer, classes
 
-    def _stratified_test(self, x, y, z, alpha: float, permutations: int) -> CITest:
+    def _stratified_test(self, x, y, z, alpha: float, permutations: int, sides: tuple[bool, bool]) -> CITest:
         """The within-class permutation test of :mod:`model.stratified`: the statistic is the classes' weighted
-        MI medians, for the data and for each permutation of Y (one batched pass per class size)."""
-        estimate, classes = self._stratified(x, y, z, DEFAULT_QUANTILES)
+        MI medians (the discrete estimators' values), for the data and for each permutation of Y (the network in
+        one batched pass per class size)."""
+        estimate, classes = self._stratified(x, y, z, DEFAULT_QUANTILES, sides)
         orders = np.vstack([np.arange(len(x)), stratified.within_class_permutations(classes, len(x), permutations)])
         pairs = [(x[rows], y[order[rows]]) for order in orders for rows in classes]
-        medians = np.array([np.interp(0.5, self.grid, g) for g in self._grids(pairs, calibrated=False)])
+        if any(sides):
+            medians = np.array([discrete.point(a, b, *sides) for a, b in pairs])
+        else:
+            medians = np.array([np.interp(0.5, self.grid, g) for g in self._grids(pairs, calibrated=False)])
         stat = medians.reshape(len(orders), len(classes)) @ stratified.class_weights(classes)
         p = stratified.permutation_p_value(stat[0], stat[1:])
         return CITest(p <= alpha, p, alpha, estimate)

@@ -75,11 +75,9 @@ def _estimate(call: parsing.Call, est: Estimator, cancel: threading.Event) -> Es
         _no_discrete_z(opts.discrete_z)
         result = est.estimate(call.x, call.y, opts.quantiles, opts.method, discrete_x=opts.discrete_x,
                               discrete_y=opts.discrete_y)  # fmt: skip
-    elif opts.discrete_x or opts.discrete_y:
-        raise InputError("discrete_x" if opts.discrete_x else "discrete_y", "discrete sides are not supported with "
-                         "z (conditional MI); omit z, or send the side as continuous")  # fmt: skip
     else:
-        result = est.conditional(call.x, call.y, call.z, opts.quantiles, opts.method, discrete_z=opts.discrete_z)
+        result = est.conditional(call.x, call.y, call.z, opts.quantiles, opts.method, discrete_z=opts.discrete_z,
+                                 discrete_x=opts.discrete_x, discrete_y=opts.discrete_y)  # fmt: skip
     return _response(result, time.perf_counter() - start)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
+
+from model.sorting import sort_rows
 
 NUMPY_SORTED = (torch.float32, torch.float64)  # dtypes whose CPU sorts go through numpy (:func:`sort_last`)
 
@@ -26,13 +27,13 @@ def sort_last(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     60 ms)."""
     if not _numpy_sortable(t):
         return t.sort(dim=-1)
-    order = torch.from_numpy(np.argsort(t.numpy(), axis=-1))
+    order = torch.from_numpy(sort_rows(t.numpy(), arg=True))
     return t.gather(-1, order), order
 
 
 def sorted_last(t: torch.Tensor) -> torch.Tensor:
     """``t.sort(dim=-1).values``, through numpy on CPU (:func:`sort_last`)."""
-    return torch.from_numpy(np.sort(t.numpy(), axis=-1)) if _numpy_sortable(t) else t.sort(dim=-1).values
+    return torch.from_numpy(sort_rows(t.numpy())) if _numpy_sortable(t) else t.sort(dim=-1).values
 
 
 def _normal_quantile(u: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.sorting import sort_rows
+
 MIX_A, MIX_B = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)  # splitmix64's finalizer
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -67,7 +69,7 @@ def value_keyed_jitter(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def has_ties(a: np.ndarray) -> np.ndarray:
     """Per column: does any value repeat?"""
-    srt = np.sort(np.ascontiguousarray(a.T), axis=1)  # columns as rows: 20 % faster at 20 000 × 64
+    srt = sort_rows(np.ascontiguousarray(a.T))  # columns as rows: 20 % faster at 20 000 × 64
     return (srt[:, 1:] == srt[:, :-1]).any(axis=1)
 
 

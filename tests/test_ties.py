@@ -59,3 +59,13 @@ def test_ties_are_broken_within_each_column_and_order_is_kept():
     continuous = RNG.standard_normal((50, 2))
     kept = tie_broken_ranks(continuous[:, :1], continuous[:, 1:])
     assert np.array_equal(kept[0], continuous[:, :1]) and np.array_equal(kept[1], continuous[:, 1:])  # no ties
+
+
+def test_threaded_row_sorts_equal_numpys():
+    from model.sorting import PARALLEL_MIN_NUMBERS, sort_rows
+
+    rng = np.random.default_rng(11)
+    for shape in ((3, 5, PARALLEL_MIN_NUMBERS // 10), (7, PARALLEL_MIN_NUMBERS // 7 + 1), (9,)):
+        a = np.round(rng.standard_normal(shape), 2)  # ties too: an argsort's order of equal values is numpy's
+        assert np.array_equal(sort_rows(a), np.sort(a, axis=-1))
+        assert np.array_equal(sort_rows(a, arg=True), np.argsort(a, axis=-1))

@@ -137,6 +137,11 @@ def _check_ross_work(discrete: np.ndarray, continuous: np.ndarray, field: str) -
                          "declare the side continuous")  # fmt: skip
 
 
+def _constant_side(x: np.ndarray, y: np.ndarray) -> bool:
+    """A side whose columns are all constant carries no information: its MI is exactly 0."""
+    return any(np.ptp(a, axis=0).max() == 0 for a in (x, y))
+
+
 def estimate(x: np.ndarray, y: np.ndarray, discrete_x: bool, discrete_y: bool) -> tuple[str, float, float]:
     """The method, the estimate and its standard error for a pair with at least one discrete side; a constant
     side carries no information: exactly 0. Ross's estimator takes at most :data:`ROSS_MAX_CELLS` continuous
@@ -144,7 +149,7 @@ def estimate(x: np.ndarray, y: np.ndarray, discrete_x: bool, discrete_y: bool) -
     name = PLUG_IN if discrete_x and discrete_y else ROSS
     if name == ROSS:
         _check_ross_work(*((x, y) if discrete_x else (y, x)), "discrete_x" if discrete_x else "discrete_y")
-    if any(np.ptp(a, axis=0).max() == 0 for a in (x, y)):
+    if _constant_side(x, y):
         return name, 0.0, 0.0
     if discrete_x and discrete_y:
         return PLUG_IN, *plug_in(x, y)
@@ -154,7 +159,7 @@ def estimate(x: np.ndarray, y: np.ndarray, discrete_x: bool, discrete_y: bool) -
 def point(x: np.ndarray, y: np.ndarray, discrete_x: bool, discrete_y: bool) -> float:
     """:func:`estimate`'s value without its standard error (Ross's half-samples are 20 more k-d tree passes): the
     statistic of the stratified CI test's permutations (:mod:`model.stratified`)."""
-    if any(np.ptp(a, axis=0).max() == 0 for a in (x, y)):
+    if _constant_side(x, y):
         return 0.0
     if discrete_x and discrete_y:
         return plug_in(x, y)[0]

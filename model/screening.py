@@ -101,11 +101,14 @@ def _in_steps(
     return answers
 
 
-def _checked_table(est: Estimator, table: np.ndarray, names: list[str], mask: np.ndarray, partner_dims: int):
+def _checked_table(
+    est: Estimator, table: np.ndarray, names: list[str], mask: np.ndarray, partner: tuple[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """The table as :func:`model.validation.validate_pair` leaves each column (its checks and rescaling are per
     column, so they run once per column, not once per pair), with each column's tied flag; a column declared
-    discrete must repeat its values (:func:`model.discrete.resolve`)."""
-    check_pair_shape(len(table), 1, partner_dims, est.limits, ("X", "target" if partner_dims else "X"))
+    discrete must repeat its values (:func:`model.discrete.resolve`). ``partner``: the field and dims of what each
+    column is paired with."""
+    check_pair_shape(len(table), 1, partner[1], est.limits, ("X", partner[0]))
     for j in np.flatnonzero(mask):
         try:
             resolve(True, table[:, [j]], "discrete_features")
@@ -130,7 +133,7 @@ def screen(
         raise InputError("target", f"has {len(y)} rows but X has {len(table)}")
     target_discrete = resolve(discrete_target, y, "discrete_target")
     mask = discrete_columns(table, names, discrete_features)
-    checked, tied = _checked_table(est, table, names, mask, y.shape[1])
+    checked, tied = _checked_table(est, table, names, mask, ("target", y.shape[1]))
     y = robust_rescale(y)
     tied_y = tied_columns(y)
     pairs = [(checked[:, [j]], y) for j in range(table.shape[1])]
@@ -156,7 +159,7 @@ def pairwise(
     qs = est.check_request(None, method)
     pairs = [(i, j) for i in range(p) for j in range(i + 1, p)]
     mask = discrete_columns(table, names, discrete_features)
-    checked, tied = _checked_table(est, table, names, mask, 1)
+    checked, tied = _checked_table(est, table, names, mask, ("X", 1))
     columns_checked = [checked[:, [j]] for j in range(p)]
     answers = _in_steps(est, [(columns_checked[i], columns_checked[j]) for i, j in pairs],
                         [(bool(mask[i]), bool(mask[j])) for i, j in pairs],

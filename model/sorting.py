@@ -22,8 +22,8 @@ def sort_rows(a: np.ndarray, arg: bool = False) -> np.ndarray:
     """``np.sort(a, axis=-1)``, or ``np.argsort`` with ``arg``, over :data:`SORT_THREADS` blocks of rows when
     ``a`` holds at least :data:`PARALLEL_MIN_NUMBERS` numbers in two or more rows."""
     sort = np.argsort if arg else np.sort
-    rows = a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a[None]
-    if a.size < PARALLEL_MIN_NUMBERS or len(rows) < 2:
+    if a.size < PARALLEL_MIN_NUMBERS or a.size < 2 * a.shape[-1]:  # small, or one row: no reshape, no pool
         return sort(a, axis=-1)
+    rows = a.reshape(-1, a.shape[-1])
     blocks = np.array_split(rows, min(SORT_THREADS, len(rows)))
     return np.concatenate(list(_pool().map(lambda block: sort(block, axis=-1), blocks))).reshape(a.shape)

@@ -119,6 +119,11 @@ def test_http_and_cli_take_discrete_z(shipped, tmp_path: Path, capsys):
         headers = {"content-type": "application/octet-stream"}
         r = client.post("/estimate/npz?discrete_z=false", content=buf.getvalue(), headers=headers)
         assert r.status_code == 200 and r.json()["method"] == "mist"
+        for bad in (
+            client.post("/estimate", json={**body, "discrete_z": "sometimes"}),
+            client.post("/estimate/npz?discrete_z=sometimes", content=buf.getvalue(), headers=headers),
+        ):
+            assert bad.status_code == 422 and bad.json()["field"] == "discrete_z"
         r = client.post("/estimate", json={**body, "x": np.round(x).tolist(), "discrete_x": True})
         assert r.status_code == 200 and r.json()["method"] == "ross_knn_stratified"
         r = client.post("/estimate", json={**body, "x": np.round(x).tolist(), "discrete_x": True, "discrete_z": False})

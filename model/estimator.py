@@ -25,7 +25,7 @@ from model import baselines, discrete, stratified
 from model.assets import DEFAULT_CHECKPOINT, resolve
 from model.conditional import Calibration, CalibrationError, Combined, chain_pairs, combine
 from model.intervals import DISAGREEMENT, IntervalCalibration
-from model.ties import tie_broken_ranks, tied_columns
+from model.ties import broken_orders, sorted_columns, tie_broken_ranks, tied_columns
 from model.validation import (
     DEFAULT_QUANTILES,
     InputError,
@@ -84,6 +84,7 @@ def quantile_map(levels: Sequence[float], values: Sequence[float]) -> dict[str, 
 
 
 Tied = tuple[np.ndarray, np.ndarray]  # each side's :func:`model.ties.tied_columns`
+Orders = tuple[np.ndarray, np.ndarray]  # each side's column argsort (:func:`model.ties.sorted_columns`)
 
 
 def tie_warnings(
@@ -216,10 +217,13 @@ class Estimator:
         est.conditional_by = cls._load(path.parent / named, limits, follow=False)
         return est
 
-    def grid_quantiles(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def grid_quantiles(
+        self, xs: np.ndarray, ys: np.ndarray, orders: Orders | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The network's raw quantiles on its grid for a batch of validated pairs of one shape, ``(B, n, dx)`` and
         ``(B, n, dy)`` (float32 into the network): ``(B, len(grid))``, with each pair's statistic disagreement
-        (:data:`DISAGREEMENT`), ``(B,)``."""
+        (:data:`DISAGREEMENT`), ``(B,)``. ``orders``: each side's argsort per column, ``(B, d, n)``, when the
+        caller has them (then the network sorts nothing for its ranks)."""
         import torch
 
         from model.network import STAT_NAMES
@@ -227,7 +231,8 @@ class Estimator:
         with torch.no_grad():
             xt = torch.from_numpy(np.ascontiguousarray(xs, dtype=np.float32))
             yt = torch.from_numpy(np.ascontiguousarray(ys, dtype=np.float32))
-            sx, sy, stats = self.network.scores_and_statistics(xt, yt)
+            ot = None if orders is None else tuple(torch.from_numpy(o) for o in orders)
+            sx, sy, stats = self.network.scores_and_statistics(xt, yt, orders=ot)
             q = self.network.forward_scores(sx, sy, stats)
             return q.double().numpy(), stats[:, STAT_NAMES.index(DISAGREEMENT)].double().numpy()
 
@@ -429,13 +434,14 @@ class Estimator:
     def estimate_checked(
         self, checked: Sequence[tuple[np.ndarray, np.ndarray]], sides: Sequence[tuple[bool, bool]],
         qs: tuple[float, ...], method: str, tied: Sequence[Tied] | None = None,
+        orders: Sequence[Orders] | None = None,
     ) -> list[Estimate]:  # fmt: skip
         """:meth:`estimate_batch` on pairs :func:`model.validation.validate_pair` has checked, their sides'
-        discreteness resolved (:func:`model.discrete.resolve`) and ``qs`` from :meth:`check_request`. ``tied``:
-        each pair's :func:`model.ties.tied_columns`, when the caller has them (screening finds them once per
-        column, not once per pair)."""
-        if tied is None:
-            tied = [(tied_columns(x), tied_columns(y)) for x, y in checked]  # sorted once, used twice
+        discreteness resolved (:func:`model.discrete.resolve`) and ``qs`` from :meth:`check_request`. ``tied``
+        and ``orders``: each pair's :func:`model.ties.tied_columns` and its sides' column argsorts, when the
+        caller has them (screening finds them once per column, not once per pair)."""
+        if tied is None:  # one sort per column: the tie check, the warnings and the network's ranks
+            tied, orders = zip(*(_sort_facts(x, y) for x, y in checked), strict=True) if checked else ((), ())
         answers: list[Estimate | None] = [None] * len(checked)
         for i, ((x, y), side) in enumerate(zip(checked, sides, strict=True)):
             if any(side):
@@ -447,7 +453,8 @@ class Estimator:
             return answers
         for i in rest:
             self._check_trained_range(*checked[i])
-        grids = self._grids([checked[i] for i in rest], tied=[tied[i] for i in rest])
+        grids = self._grids([checked[i] for i in rest], tied=[tied[i] for i in rest],
+                            orders=None if orders is None else [orders[i] for i in rest])  # fmt: skip
         for i, g in zip(rest, grids, strict=True):
             answers[i] = self._answer(g, qs, *checked[i], tied[i])
         return answers
@@ -469,24 +476,27 @@ class Estimator:
 
     def _grids(
         self, checked: Sequence[tuple[np.ndarray, np.ndarray]], calibrated: bool = True,
-        tied: Sequence[Tied] | None = None,
+        tied: Sequence[Tied] | None = None, orders: Sequence[Orders] | None = None,
     ) -> list[np.ndarray]:  # fmt: skip
         """The grid quantiles of validated pairs, through the checkpoint's interval calibration when it has one
         and ``calibrated`` (the chain rule reads the raw quantiles its own calibration was fitted on)."""
-        raw = self._raw_grids(checked, tied)
+        raw = self._raw_grids(checked, tied, orders)
         if self.interval_calibration is None or not calibrated:
             return [g for g, _ in raw]
         return [self.interval_calibration.apply(g, d)[0] for g, d in raw]
 
     def _raw_grids(
-        self, checked: Sequence[tuple[np.ndarray, np.ndarray]], tied: Sequence[Tied] | None = None
-    ) -> list[tuple[np.ndarray, float]]:
+        self, checked: Sequence[tuple[np.ndarray, np.ndarray]], tied: Sequence[Tied] | None = None,
+        orders: Sequence[Orders] | None = None,
+    ) -> list[tuple[np.ndarray, float]]:  # fmt: skip
         """Pairs of one shape (after constant columns are dropped) share forward passes of up to
-        :data:`BATCH_CELLS` numbers; a constant side answers exactly 0. ``tied``: each pair's
-        :func:`model.ties.tied_columns`, when the caller has them."""
+        :data:`BATCH_CELLS` numbers; a constant side answers exactly 0. ``tied`` and ``orders``: as for
+        :meth:`estimate_checked`."""
         kept = [(np.ptp(x, axis=0) > 0, np.ptp(y, axis=0) > 0) for x, y in checked]  # constant columns carry nothing
         used = [(x[:, kx], y[:, ky]) for (x, y), (kx, ky) in zip(checked, kept, strict=True)]
         tied_used = [None if tied is None else (tied[i][0][kx], tied[i][1][ky]) for i, (kx, ky) in enumerate(kept)]
+        orders_used = [None if orders is None else (orders[i][0][kx], orders[i][1][ky]) for i, (kx, ky) in
+                       enumerate(kept)]  # fmt: skip
         out: list[tuple[np.ndarray, float]] = [(np.zeros(len(self.grid)), 0.0)] * len(checked)
         shapes: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for i, (xu, yu) in enumerate(used):
@@ -496,8 +506,27 @@ class Estimator:
             per_pass = max(1, BATCH_CELLS // (n * (dx + dy)))
             for start in range(0, len(members), per_pass):
                 part = members[start : start + per_pass]
-                xs, ys = zip(*(tie_broken_ranks(*used[i], tied_used[i]) for i in part), strict=True)
-                grid_q, disagreement = self.grid_quantiles(np.stack(xs), np.stack(ys))
+                xs, ys, oxs, oys = zip(*(_ranked(*used[i], tied_used[i], orders_used[i]) for i in part), strict=True)
+                grid_q, disagreement = self.grid_quantiles(np.stack(xs), np.stack(ys), (np.stack(oxs), np.stack(oys)))
                 for i, g, d in zip(part, grid_q, disagreement, strict=True):
                     out[i] = (g, float(d))
         return out
+
+
+def _sort_facts(x: np.ndarray, y: np.ndarray) -> tuple[Tied, Orders]:
+    """Each side's :func:`model.ties.tied_columns` and column argsorts, from one sort per column."""
+    (sx, ox), (sy, oy) = sorted_columns(x), sorted_columns(y)
+    return (tied_columns(x, sx), tied_columns(y, sy)), (ox, oy)
+
+
+def _ranked(
+    x: np.ndarray, y: np.ndarray, tied: Tied | None, orders: Orders | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A pair with its ties broken (:func:`model.ties.tie_broken_ranks`) and each side's column orders after
+    that: the network's input (``tied`` and ``orders`` are computed here when the caller has none)."""
+    if orders is None:
+        tied, orders = _sort_facts(x, y)  # constant columns are dropped, so tied_columns is has_ties here
+    tx, ty = tied
+    ox, oy = orders
+    bx, by = tie_broken_ranks(x, y, (tx, ty))
+    return bx, by, broken_orders(ox, bx, tx), broken_orders(oy, by, ty)

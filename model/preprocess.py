@@ -40,24 +40,37 @@ def _normal_quantile(u: torch.Tensor) -> torch.Tensor:
     return math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)
 
 
-def gaussian_scores(z: torch.Tensor) -> torch.Tensor:
-    """Φ⁻¹(average rank / (n + 1)) per coordinate; ties share their average rank; constant columns map to 0."""
+def gaussian_scores(z: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Φ⁻¹(average rank / (n + 1)) per coordinate; ties share their average rank; constant columns map to 0.
+    ``order``: each coordinate's argsort ``(B, d, n)`` when the caller has it (of these values, or of values they
+    were rounded from: ties are found in ``z`` itself either way)."""
     n = z.shape[-2]
     cols = z.transpose(-1, -2).contiguous()  # (B, d, n)
-    srt, order = sort_last(cols)  # ties get their run's average rank, whatever order the sort leaves them in
-    place = torch.arange(n, device=z.device).expand_as(cols)
+    srt, order = sort_last(cols) if order is None else (cols.gather(-1, order), order)
     starts = torch.ones_like(srt, dtype=torch.bool)
     starts[..., 1:] = srt[..., 1:] != srt[..., :-1]  # where a run of equal values begins
-    if bool(starts.all()):  # no ties (the estimator breaks them first, but float32 can merge close values)
-        average = (place + 1).to(z.dtype)
-    else:
-        ends = torch.ones_like(starts)
-        ends[..., :-1] = starts[..., 1:]  # where one ends
-        first = torch.where(starts, place, 0).cummax(dim=-1).values  # each sorted value's run, first and last place
-        last = torch.where(ends, place, n - 1).flip(-1).cummin(dim=-1).values.flip(-1)
-        average = (first + last + 2).to(z.dtype) / 2.0  # the run's average 1-based rank
+    average = torch.arange(1, n + 1, dtype=z.dtype, device=z.device).expand_as(cols)  # 1-based rank of each place
+    if not bool(starts.all()):  # ties: the estimator breaks them first, but float32 can merge close values
+        average = _run_averages(average.contiguous(), starts)
     ranks = torch.empty_like(cols).scatter_(-1, order, average)
     return _normal_quantile(ranks / (n + 1)).transpose(-1, -2)
+
+
+def _run_averages(rank: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """Each run of equal sorted values given its average rank (``starts``: where runs begin; every row begins
+    one). Only the places in runs longer than one are touched, which are few."""
+    shape = rank.shape
+    rank, starts = rank.reshape(-1), starts.reshape(-1)
+    member = ~starts  # places that continue a run ...
+    member[:-1] |= member[1:].clone()  # ... and the places those runs begin at
+    places = member.nonzero().squeeze(1)
+    run = torch.cumsum(starts[places].long(), 0) - 1  # places are in order, so runs are numbered by their starts
+    runs = int(run[-1]) + 1
+    total = torch.zeros(runs, dtype=torch.float64, device=rank.device).index_add_(0, run, rank[places].double())
+    count = torch.bincount(run, minlength=runs).double()
+    out = rank.clone()
+    out[places] = (total / count)[run].to(rank.dtype)
+    return out.reshape(shape)
 
 
 def soft_gaussian_scores(z: torch.Tensor, temperature: float = 0.1, chunk: int = 1024) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model.discrete import Discreteness, looks_discrete, resolve
-from model.ties import tied_columns
+from model.ties import sorted_columns, tied_columns
 from model.validation import (
     MAX_PAIRWISE_COLUMNS,
     MAX_SCREEN_COLUMNS,
@@ -87,15 +87,16 @@ def discrete_columns(table: np.ndarray, names: list[str], discrete_features: Dis
 
 
 def _in_steps(
-    est: Estimator, pairs: list[tuple], flags: list[tuple], tied: list[tuple], qs: tuple[float, ...], method: str,
-    between: Between | None,
+    est: Estimator, pairs: list[tuple], flags: list[tuple], tied: list[tuple], orders: list[tuple],
+    qs: tuple[float, ...], method: str, between: Between | None,
 ) -> list[Estimate]:  # fmt: skip
-    """:meth:`Estimator.estimate_checked` over the checked pairs (``flags``: each pair's discreteness; ``tied``:
-    its sides' tied columns), :data:`PAIRS_PER_STEP` at a time, calling ``between`` after each step."""
+    """:meth:`Estimator.estimate_checked` over the checked pairs (``flags``: each pair's discreteness; ``tied``
+    and ``orders``: its sides' tied columns and column argsorts), :data:`PAIRS_PER_STEP` at a time, calling
+    ``between`` after each step."""
     answers: list[Estimate] = []
     for start in range(0, len(pairs), PAIRS_PER_STEP):
         step = slice(start, start + PAIRS_PER_STEP)
-        answers += est.estimate_checked(pairs[step], flags[step], qs, method, tied=tied[step])
+        answers += est.estimate_checked(pairs[step], flags[step], qs, method, tied=tied[step], orders=orders[step])
         if between is not None:
             between(len(answers), len(pairs))
     return answers
@@ -103,11 +104,11 @@ def _in_steps(
 
 def _checked_table(
     est: Estimator, table: np.ndarray, names: list[str], mask: np.ndarray, partner: tuple[str, int]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The table as :func:`model.validation.validate_pair` leaves each column (its checks and rescaling are per
-    column, so they run once per column, not once per pair), with each column's tied flag; a column declared
-    discrete must repeat its values (:func:`model.discrete.resolve`). ``partner``: the field and dims of what each
-    column is paired with."""
+    column, so they run once per column, not once per pair), with each column's tied flag and argsort (one sort
+    per column: :func:`model.ties.sorted_columns`); a column declared discrete must repeat its values
+    (:func:`model.discrete.resolve`). ``partner``: the field and dims of what each column is paired with."""
     check_pair_shape(len(table), 1, partner[1], est.limits, ("X", partner[0]))
     for j in np.flatnonzero(mask):
         try:
@@ -115,7 +116,8 @@ def _checked_table(
         except InputError as err:
             raise InputError(err.field, f"column {names[j]!r} {err.message}") from None
     checked = robust_rescale(table)
-    return checked, tied_columns(checked)
+    values, order = sorted_columns(checked)
+    return checked, tied_columns(checked, values), order
 
 
 def screen(
@@ -133,12 +135,14 @@ def screen(
         raise InputError("target", f"has {len(y)} rows but X has {len(table)}")
     target_discrete = resolve(discrete_target, y, "discrete_target")
     mask = discrete_columns(table, names, discrete_features)
-    checked, tied = _checked_table(est, table, names, mask, ("target", y.shape[1]))
+    checked, tied, order = _checked_table(est, table, names, mask, ("target", y.shape[1]))
     y = robust_rescale(y)
-    tied_y = tied_columns(y)
+    values_y, order_y = sorted_columns(y)
+    tied_y = tied_columns(y, values_y)
     pairs = [(checked[:, [j]], y) for j in range(table.shape[1])]
     flags = [(bool(m), target_discrete) for m in mask]
-    answers = _in_steps(est, pairs, flags, [(tied[[j]], tied_y) for j in range(len(names))], qs, method, between)
+    answers = _in_steps(est, pairs, flags, [(tied[[j]], tied_y) for j in range(len(names))],
+                        [(order[[j]], order_y) for j in range(len(names))], qs, method, between)  # fmt: skip
     return dict(zip(names, answers, strict=True))
 
 
@@ -159,11 +163,12 @@ def pairwise(
     qs = est.check_request(None, method)
     pairs = [(i, j) for i in range(p) for j in range(i + 1, p)]
     mask = discrete_columns(table, names, discrete_features)
-    checked, tied = _checked_table(est, table, names, mask, ("X", 1))
+    checked, tied, order = _checked_table(est, table, names, mask, ("X", 1))
     columns_checked = [checked[:, [j]] for j in range(p)]
     answers = _in_steps(est, [(columns_checked[i], columns_checked[j]) for i, j in pairs],
                         [(bool(mask[i]), bool(mask[j])) for i, j in pairs],
-                        [(tied[[i]], tied[[j]]) for i, j in pairs], qs, method, between)  # fmt: skip
+                        [(tied[[i]], tied[[j]]) for i, j in pairs], [(order[[i]], order[[j]]) for i, j in pairs],
+                        qs, method, between)  # fmt: skip
     mats = [np.full((p, p), np.nan) for _ in range(3)]
     for (i, j), a in zip(pairs, answers, strict=True):
         lo, hi = a.interval_90 or (np.nan, np.nan)

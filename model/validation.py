@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.sorting import in_row_blocks
+
 METHODS = ("mist", "ksg", "gaussian", "gaussian_copula", "frenzel_pompe")  # the network, then model.baselines
 CONDITIONAL_METHODS = ("mist", "frenzel_pompe", "gaussian_copula")  # those that estimate I(X; Y | Z)
 MIN_N = 10
@@ -72,7 +74,8 @@ def robust_rescale(a: np.ndarray) -> np.ndarray:
     leaves MI unchanged, and no later step (standardizing, squaring, distances) can overflow: ±1e308 is fine."""
     top = np.abs(a).max(axis=0)
     a = a / np.where(top > 0, top, 1.0)
-    return a - np.median(np.ascontiguousarray(a.T), axis=1)  # columns as rows: 15 % faster at 20 000 × 64
+    # columns as rows (15 % faster at 20 000 × 64), in row blocks on threads (15 → 8 ms there)
+    return a - in_row_blocks(lambda rows: np.median(rows, axis=1), np.ascontiguousarray(a.T))
 
 
 def as_matrix(values, field: str) -> np.ndarray:

@@ -62,6 +62,30 @@ def test_gaussian_scores_are_those_of_average_ranks(levels):
     assert np.allclose(gaussian_scores(z).numpy(), expected, atol=1e-9)
 
 
+@pytest.mark.parametrize("levels", [3, 40, None])
+def test_gaussian_scores_from_a_given_order_are_those_it_sorts_for(levels):
+    # the estimator hands the network the argsort of the float64 values; cast to float32, close values merge into
+    # ties, which must still share their average rank, exactly as if the network had sorted the float32 values
+    rng = np.random.default_rng(levels or 0)
+    raw = rng.integers(0, levels, (2, 2000, 3)) if levels else 1.0 + rng.standard_normal((2, 2000, 3)) * 1e-6
+    order = torch.from_numpy(np.argsort(raw.transpose(0, 2, 1), axis=-1))
+    z = torch.from_numpy(raw).float()
+    assert levels or len(torch.unique(z[0, :, 0])) < 2000  # float32 merged some of the distinct values
+    assert torch.equal(gaussian_scores(z, order), gaussian_scores(z))
+
+
+def test_row_order_is_bit_identical_under_permutations_of_coordinates_and_sides():
+    from model.network import in_hash_order
+
+    g = torch.Generator().manual_seed(3)
+    sx, sy = torch.randn(3, 500, 7, generator=g), torch.randn(3, 500, 4, generator=g)
+    ox, oy = in_hash_order(sx, sy)
+    rows = torch.randperm(500, generator=g)
+    px, py = in_hash_order(sy[:, rows][..., torch.randperm(4, generator=g)], sx[:, rows][..., [6, 0, 5, 1, 4, 2, 3]])
+    assert torch.equal(py, ox[..., [6, 0, 5, 1, 4, 2, 3]])  # the same rows in the same order, whatever came in
+    assert torch.equal(px.sort(-1).values, oy.sort(-1).values)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpu_sort_gives_torch_sorted_values_and_a_permutation_that_reproduces_them(dtype):
     from model.preprocess import sort_last, sorted_last

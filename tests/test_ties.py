@@ -61,11 +61,24 @@ def test_ties_are_broken_within_each_column_and_order_is_kept():
     assert np.array_equal(kept[0], continuous[:, :1]) and np.array_equal(kept[1], continuous[:, 1:])  # no ties
 
 
+def test_one_sort_per_column_gives_the_ties_and_the_order_after_they_are_broken():
+    from model.ties import broken_orders, sorted_columns, tied_columns
+
+    x = np.hstack([LABELS, RNG.standard_normal((N, 1)), np.full((N, 1), 2.0)])  # tied, continuous, constant
+    values, order = sorted_columns(x)
+    assert np.array_equal(values, np.sort(x.T, axis=1)) and np.array_equal(order, np.argsort(x.T, axis=1))
+    tied = tied_columns(x, values)
+    assert tied.tolist() == [True, False, False] and np.array_equal(tied, tied_columns(x))
+    broken, _ = tie_broken_ranks(x, x[:, :1], (tied, np.array([True])))
+    assert np.array_equal(broken_orders(order, broken, tied), np.argsort(broken.T, axis=1))  # ranks: no ties left
+
+
 def test_threaded_row_sorts_equal_numpys():
-    from model.sorting import PARALLEL_MIN_NUMBERS, sort_rows
+    from model.sorting import PARALLEL_MIN_NUMBERS, in_row_blocks, sort_rows
 
     rng = np.random.default_rng(11)
     for shape in ((3, 5, PARALLEL_MIN_NUMBERS // 10), (7, PARALLEL_MIN_NUMBERS // 7 + 1), (9,)):
         a = np.round(rng.standard_normal(shape), 2)  # ties too: an argsort's order of equal values is numpy's
         assert np.array_equal(sort_rows(a), np.sort(a, axis=-1))
         assert np.array_equal(sort_rows(a, arg=True), np.argsort(a, axis=-1))
+        assert np.array_equal(in_row_blocks(lambda rows: np.median(rows, axis=-1), a), np.median(a, axis=-1))

@@ -8,6 +8,7 @@ prediction against its measurement); on faster machines it over-predicts, which 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 # mist: per forward pass; per row up to the trained n (the kNN statistics' chunks) and past it; per cell n·(dx + dy)
 # (the set body). Predicted / measured 0.67–1.47 from n = 100 to 10⁶.
@@ -48,6 +49,15 @@ def pair_seconds(method: str, n: int, dx: int, dy: int, discrete_x: bool = False
     if discrete_x or discrete_y:
         return ROSS_OVER_KSG * estimate_seconds("ksg", n, dx, dy)
     return estimate_seconds(method, n, dx, dy)
+
+
+def stratified_seconds(
+    method: str, class_sizes: Sequence[int], dx: int, dy: int, discrete_x: bool = False, discrete_y: bool = False
+) -> float:
+    """Predicted seconds of I(X; Y | Z) by the classes of a discrete z (:mod:`model.stratified`): each class's pair
+    (:func:`pair_seconds`) on its own rows. Ross's estimator on a discrete side costs more than the four network
+    terms :func:`conditional_seconds` prices (at n = 100 000 with two classes, about 10 s against 0.8 s)."""
+    return sum(pair_seconds(method, m, dx, dy, discrete_x, discrete_y) for m in class_sizes)
 
 
 def conditional_seconds(method: str, n: int, dx: int, dy: int, dz: int) -> float:

@@ -281,7 +281,7 @@ class Estimator:
         ``discrete_y``: each class's MI from :mod:`model.discrete`, whatever the method). ``method`` may also be a
         baseline of :data:`model.baselines.CONDITIONAL_BASELINES` (a point estimate)."""
         qs = self.check_request(quantiles, method, conditional=True)
-        stratify, sides = self._conditioning(x, y, z, discrete_z, discrete_x, discrete_y)
+        stratify, sides = self.conditioning(x, y, z, discrete_z, discrete_x, discrete_y)
         if stratify and (method == "mist" or any(sides)):
             return self._stratified(*validate_triple(x, y, z, self.limits), qs, sides)[0]
         if method != "mist":
@@ -289,9 +289,9 @@ class Estimator:
         return self.conditional_by._conditional(x, y, z, qs)[0]
 
     @staticmethod
-    def _conditioning(x, y, z, discrete_z, discrete_x, discrete_y) -> tuple[bool, tuple[bool, bool]]:
+    def conditioning(x, y, z, discrete_z, discrete_x, discrete_y) -> tuple[bool, tuple[bool, bool]]:
         """Whether z is discrete (then I(X; Y | Z) is answered by strata), and each side's discreteness, which
-        only strata can take."""
+        only strata can take (the server prices a request by it)."""
         stratify = discrete.resolve(discrete_z, as_matrix(z, "z"), "discrete_z")
         sides = (discrete.resolve(discrete_x, as_matrix(x, "x"), "discrete_x"),
                  discrete.resolve(discrete_y, as_matrix(y, "y"), "discrete_y"))  # fmt: skip
@@ -315,7 +315,7 @@ class Estimator:
         discrete (as in :meth:`conditional`)."""
         if not 0.0 < alpha < 1.0:
             raise InputError("alpha", f"must lie in (0, 1), got {alpha}")
-        stratify, sides = self._conditioning(x, y, z, discrete_z, discrete_x, discrete_y)
+        stratify, sides = self.conditioning(x, y, z, discrete_z, discrete_x, discrete_y)
         if stratify:
             stratified.check_permutations(permutations)
             return self._stratified_test(*validate_triple(x, y, z, self.limits), alpha, permutations, sides)

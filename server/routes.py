@@ -14,10 +14,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic.json_schema import models_json_schema
 
-from model.cost import conditional_seconds, pair_seconds
+from model.cost import conditional_seconds, pair_seconds, stratified_seconds
 from model.discrete import resolve
 from model.estimator import Estimate, Estimator
 from model.screening import discrete_columns, ranked
+from model.stratified import strata
 from model.validation import DEFAULT_QUANTILES, MAX_QUANTILE_LEVELS, METHODS, InputError, as_matrix
 from server import errors, parsing
 from server.schemas import (
@@ -143,7 +144,13 @@ def _cost(call: parsing.Call | parsing.BatchCall | parsing.TableCall) -> tuple[f
     """Estimated seconds of work (:func:`model.cost.pair_seconds`) and the field a refusal names."""
     method, opts = call.options.method, call.options
     if isinstance(call, parsing.Call) and call.z is not None:
-        return conditional_seconds(method, *_shape(call.x, call.y), _shape(call.x, call.z)[2]), "z"
+        n, dx, dy = _shape(call.x, call.y)
+        stratify, sides = Estimator.conditioning(call.x, call.y, call.z, opts.discrete_z, opts.discrete_x,
+                                                 opts.discrete_y)  # fmt: skip
+        if stratify and (method == "mist" or any(sides)):  # as Estimator.conditional answers it
+            return stratified_seconds(method, [len(rows) for rows in strata(as_matrix(call.z, "z"))], dx, dy,
+                                      *sides), "z"  # fmt: skip
+        return conditional_seconds(method, n, dx, dy, _shape(call.x, call.z)[2]), "z"
     if isinstance(call, parsing.Call):
         return pair_seconds(method, *_shape(call.x, call.y), *_sides(opts, call.x, call.y)), "x"
     if isinstance(call, parsing.TableCall):

@@ -97,6 +97,30 @@ def test_bad_discrete_z_is_named(shipped):
         assert info.value.field == "permutations"
 
 
+def test_the_server_prices_strata_by_their_estimators(shipped):
+    """A discrete side within the classes of z is Ross's estimator per class, far dearer than the chain rule's four
+    network terms: a request past the deadline by that price is refused before it runs, naming z."""
+    from fastapi.testclient import TestClient
+
+    from model.cost import conditional_seconds, stratified_seconds
+    from server.app import create_app
+    from server.settings import Settings
+
+    rng, n = np.random.default_rng(2), 60_000
+    z = (np.arange(n) % 2).astype(float)[:, None]
+    x = rng.integers(0, 4, (n, 1)).astype(float)
+    y = x + z + rng.standard_normal((n, 1))
+    ross = stratified_seconds("mist", [n // 2, n // 2], 1, 1, True, False)
+    assert ross > 1.0 > conditional_seconds("mist", n, 1, 1, 1)  # the chain rule's price would have admitted it
+    buf = io.BytesIO()
+    np.savez(buf, x=x, y=y, z=z)
+    settings = Settings(parse_workers=0, deadline_s=1.0, graceful_shutdown_s=1.0)
+    with TestClient(create_app(settings, estimator=shipped)) as client:
+        r = client.post("/estimate/npz?discrete_x=true", content=buf.getvalue(),
+                        headers={"content-type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 422 and r.json()["field"] == "z" and "would need about" in r.text
+
+
 def test_http_and_cli_take_discrete_z(shipped, tmp_path: Path, capsys):
     from fastapi.testclient import TestClient
 

@@ -433,6 +433,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from model.assets import DEFAULT_CHECKPOINT, DEFAULT_META
+    from model.conformal import CMI_CALIBRATION_TASKS, INTERVAL_TASKS_PER_SOURCE
     from model.package_version import package_version
     from model.validation import DISCRETENESS, METHODS
 
@@ -554,13 +555,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--checkpoint", default=DEFAULT_CHECKPOINT, help="the checkpoint; the calibration is written into it"
     )
-    a.add_argument("--tasks", type=int, default=400, help="calibration tasks from each of the two meta-distributions")
+    a.add_argument("--tasks", type=int, default=INTERVAL_TASKS_PER_SOURCE,
+                   help="calibration tasks from each of the two meta-distributions (default %(default)s)")  # fmt: skip
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(handler=_calibrate)
 
     c = sub.add_parser("calibrate-cmi", help="calibrate a checkpoint's I(X;Y|Z) intervals and CI test on CMI tasks")
     c.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the checkpoint; writes its .cmi.json beside it")
-    c.add_argument("--tasks", type=int, default=1500, help="calibration tasks (the CI test's nulls are ~40 %% of them)")
+    c.add_argument("--tasks", type=int, default=CMI_CALIBRATION_TASKS,
+                   help="calibration tasks (default %(default)s; the CI test's nulls are ~40 %% of them)")  # fmt: skip
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(handler=_calibrate_cmi)
 

@@ -16,6 +16,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# Calibration sizes of the shipped recipe (``mist calibrate``, ``mist calibrate-cmi``), here so that the CLI shows
+# them without importing the training code
+INTERVAL_TASKS_PER_SOURCE = 400  # MI intervals: tasks from each of the held-in and held-out meta-distributions
+CMI_CALIBRATION_TASKS = 1500  # conditional MI: about 600 of them null (truth 0), the CI test's conformal null
+
 
 def normalized_residuals(truth, median, down, up) -> np.ndarray:
     """(truth − median) / spread, with ``up`` above the median and ``down`` below it (all arrays of one shape)."""

@@ -29,6 +29,7 @@ from metadata_gen.streams import INTERVAL_CALIBRATION_OFFSET
 from model.assets import DEFAULT_META, HELDOUT_META, resolve
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.conditional import Calibration, fit_calibration
+from model.conformal import CMI_CALIBRATION_TASKS, INTERVAL_TASKS_PER_SOURCE
 from model.estimator import Estimator, calibration_path
 from model.intervals import IntervalCalibration, fit_interval_calibration
 from model.training.evaluate import config_tasks
@@ -40,7 +41,6 @@ HELDOUT_SEED = 31_415_927
 
 
 CALIBRATION_LINKS = ("linear", "tanh", "cubic", "softplus", "bump")
-CALIBRATION_TASKS = 1500  # about 600 of them null (truth 0): the CI test's conformal null
 
 
 def calibration_spec() -> ConditionalSpec:
@@ -65,7 +65,7 @@ def calibrate(est: Estimator, spec: ConditionalSpec, tasks: int, progress: bool 
     return fit_calibration(combined, truths, list(est.grid), est.version, describe(spec))
 
 
-def calibrate_checkpoint(checkpoint: str | Path, tasks: int = CALIBRATION_TASKS, progress: bool = True) -> Path:
+def calibrate_checkpoint(checkpoint: str | Path, tasks: int = CMI_CALIBRATION_TASKS, progress: bool = True) -> Path:
     """Calibrate ``checkpoint`` and write its ``.cmi.json`` beside it."""
     est = Estimator(load_checkpoint(resolve(checkpoint)))  # not Estimator.load: its old calibration may not load
     out = calibration_path(resolve(checkpoint))
@@ -89,7 +89,9 @@ def calibrate_intervals(est: Estimator, tasks_per_source: int, progress: bool = 
     return cal
 
 
-def calibrate_checkpoint_intervals(checkpoint: str | Path, tasks_per_source: int = 400, progress: bool = True) -> dict:
+def calibrate_checkpoint_intervals(
+    checkpoint: str | Path, tasks_per_source: int = INTERVAL_TASKS_PER_SOURCE, progress: bool = True
+) -> dict:
     """Calibrate ``checkpoint``'s MI intervals and write them into the checkpoint file; returns the report."""
     path = resolve(checkpoint)
     ckpt = load_checkpoint(path)

@@ -25,7 +25,7 @@ from model import baselines, discrete, stratified
 from model.assets import DEFAULT_CHECKPOINT, resolve
 from model.conditional import Calibration, CalibrationError, Combined, chain_pairs, combine
 from model.intervals import DISAGREEMENT, IntervalCalibration
-from model.ties import broken_orders, sorted_columns, tie_broken_ranks, tied_columns
+from model.ties import broken_orders, material_ties, sorted_columns, tie_broken_ranks, tied_columns
 from model.validation import (
     DEFAULT_QUANTILES,
     InputError,
@@ -90,16 +90,16 @@ Orders = tuple[np.ndarray, np.ndarray]  # each side's column argsort (:func:`mod
 def tie_warnings(
     x: np.ndarray, y: np.ndarray, discrete_sides: tuple[bool, bool] = (False, False), tied: Tied | None = None
 ) -> list[str]:
-    """A warning for each side read as continuous whose (non-constant) columns repeat values: the ties are
-    broken by value-keyed noise (:mod:`model.ties`), which is right for a discrete column only if it is
-    declared (then :mod:`model.discrete` answers), and approximate for rounded measurements. ``tied``: the
-    sides' :func:`model.ties.tied_columns`, when the caller has them."""
+    """A warning for each side read as continuous whose (non-constant) columns repeat values materially
+    (:func:`model.ties.material_ties`): the ties are broken by value-keyed noise (:mod:`model.ties`), which is
+    right for a discrete column only if it is declared (then :mod:`model.discrete` answers), and approximate for
+    rounded measurements. ``tied``: the sides' :func:`model.ties.tied_columns`, when the caller has them."""
     out = []
     masks = (tied_columns(x), tied_columns(y)) if tied is None else tied
     for name, a, is_discrete, mask in zip("xy", (x, y), discrete_sides, masks, strict=True):
-        cols = [] if is_discrete else np.flatnonzero(mask)
-        if len(cols):
-            levels = min(len(np.unique(a[:, j])) for j in cols)
+        material = [] if is_discrete else material_ties(a, mask)
+        if material:
+            cols, levels = [j for j, _ in material], min(distinct for _, distinct in material)
             out.append(f"{name} has tied values (column{'s' * (len(cols) > 1)} {', '.join(map(str, cols))}; as few "
                        f"as {levels} distinct in {len(a)} rows) but is read as continuous, its ties broken by "
                        f"noise; if {name} is discrete (labels, counts, flags), declare it: discrete_{name}=true "

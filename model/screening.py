@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model.discrete import Discreteness, looks_discrete, resolve
-from model.ties import sorted_columns, tied_columns
+from model.ties import material_ties, sorted_columns, tied_columns
 from model.validation import (
     MAX_PAIRWISE_COLUMNS,
     MAX_SCREEN_COLUMNS,
@@ -174,7 +174,7 @@ def pairwise(
         lo, hi = a.interval_90 or (np.nan, np.nan)
         for mat, value in zip(mats, (a.mi_nats, lo, hi), strict=True):
             mat[i, j] = mat[j, i] = value
-    shown = [name for name, t in zip(names, tied & ~mask, strict=True) if t]
+    shown = [names[j] for j, _ in material_ties(checked, tied & ~mask)]
     note = [f"tied values in columns read as continuous: {', '.join(shown)} (ties broken by noise); declare discrete "
             "ones in discrete_features"] if shown else []  # fmt: skip
     return PairwiseMI(names, *mats, warnings=note)

@@ -91,6 +91,22 @@ def tied_columns(a: np.ndarray, sorted_values: np.ndarray | None = None) -> np.n
     return _repeats(srt) & (srt[:, -1] > srt[:, 0])
 
 
+MATERIAL_DISTINCT = 0.9  # a tied column is worth a warning when fewer than this share of its values are distinct
+
+
+def material_ties(a: np.ndarray, tied: np.ndarray) -> list[tuple[int, int]]:
+    """The ``tied`` columns of ``a`` whose ties matter, with their numbers of distinct values: fewer than
+    :data:`MATERIAL_DISTINCT` · n distinct (labels, counts, rounded measurements). A few exact repeats among
+    continuous values (float32 data, a large offset) are broken like any tie but move an estimate by far less than
+    its interval (5 000 float32 rows, 2 repeats: 0.1549 → 0.1555 nats), so they warn no one."""
+    out = []
+    for j in np.flatnonzero(tied):
+        distinct = len(np.unique(a[:, j]))
+        if distinct < MATERIAL_DISTINCT * len(a):
+            out.append((int(j), distinct))
+    return out
+
+
 def broken_orders(order: np.ndarray, broken: np.ndarray, tied: np.ndarray) -> np.ndarray:
     """``order`` (the argsort of :func:`sorted_columns` of a side) for the side :func:`tie_broken_ranks` returns
     (``broken``): each tied column's entry becomes the order of its ranks (a permutation, inverted in O(n))."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from model import discrete
+from model.ties import tied_columns
 from model.validation import InputError
 
 N = 4000
@@ -92,6 +93,12 @@ def test_ties_read_as_continuous_are_answered_with_a_warning(shipped):
     assert tied.method == "mist" and len(tied.warnings) == 1 and "discrete_x=true" in tied.warnings[0]
     assert "discrete_y" in shipped.estimate(RNG.standard_normal(N), LABELS, method="ksg").warnings[0]
     assert not shipped.estimate(RNG.standard_normal(N), RNG.standard_normal(N)).warnings
+    # float32 values repeat by chance (one value twice in x and in y here): broken like any tie, not worth a warning
+    f32 = np.random.default_rng(1).standard_normal((N, 4)).astype(np.float32)
+    assert tied_columns(f32.astype(np.float64)).tolist() == [True, False, False, True]
+    assert not shipped.estimate(f32[:, :2], f32[:, 2:]).warnings
+    coarse = np.round(f32[:, :1], 2)  # a measurement rounded to 0.01: 500 distinct values in 4 000
+    assert "discrete_x=true" in shipped.estimate(coarse, f32[:, 2:]).warnings[0]
 
 
 def test_bad_declarations_name_their_field(shipped):

@@ -58,7 +58,7 @@ def gaussian_scores(z: torch.Tensor, order: torch.Tensor | None = None) -> torch
 
 def _run_averages(rank: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     """Each run of equal sorted values given its average rank (``starts``: where runs begin; every row begins
-    one). Only the places in runs longer than one are touched, which are few."""
+    one). Only the places in runs longer than one are touched: few, once the estimator has broken the ties."""
     shape = rank.shape
     rank, starts = rank.reshape(-1), starts.reshape(-1)
     member = ~starts  # places that continue a run ...

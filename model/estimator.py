@@ -281,17 +281,20 @@ class Estimator:
         ``discrete_y``: each class's MI from :mod:`model.discrete`, whatever the method). ``method`` may also be a
         baseline of :data:`model.baselines.CONDITIONAL_BASELINES` (a point estimate)."""
         qs = self.check_request(quantiles, method, conditional=True)
-        stratify, sides = self.conditioning(x, y, z, discrete_z, discrete_x, discrete_y)
-        if stratify and (method == "mist" or any(sides)):
+        stratify, sides = self.conditioning(x, y, z, discrete_z, discrete_x, discrete_y, method)
+        if stratify:
             return self._stratified(*validate_triple(x, y, z, self.limits), qs, sides)[0]
         if method != "mist":
             return estimate_conditional_baseline(x, y, z, method, self.limits)
         return self.conditional_by._conditional(x, y, z, qs)[0]
 
     @staticmethod
-    def conditioning(x, y, z, discrete_z, discrete_x, discrete_y) -> tuple[bool, tuple[bool, bool]]:
-        """Whether z is discrete (then I(X; Y | Z) is answered by strata), and each side's discreteness, which
-        only strata can take (the server prices a request by it)."""
+    def conditioning(
+        x, y, z, discrete_z, discrete_x, discrete_y, method: str = "mist"
+    ) -> tuple[bool, tuple[bool, bool]]:
+        """Whether I(X; Y | Z) is answered by strata (a discrete z, and ``method`` mist or a discrete side; a
+        baseline method on continuous sides answers by itself), and each side's discreteness, which only strata can
+        take. The server prices a request by it."""
         stratify = discrete.resolve(discrete_z, as_matrix(z, "z"), "discrete_z")
         sides = (discrete.resolve(discrete_x, as_matrix(x, "x"), "discrete_x"),
                  discrete.resolve(discrete_y, as_matrix(y, "y"), "discrete_y"))  # fmt: skip
@@ -299,7 +302,7 @@ class Estimator:
             raise InputError("discrete_x" if sides[0] else "discrete_y", "a discrete side with z needs a discrete z "
                              "(then I(X; Y | Z) is estimated within each class of z); with a continuous z send the "
                              "side as continuous")  # fmt: skip
-        return stratify, sides
+        return stratify and (method == "mist" or any(sides)), sides
 
     def ci_test(
         self, x, y, z, alpha: float = 0.05, *, discrete_z: discrete.Discreteness = "auto",

@@ -146,8 +146,8 @@ def _cost(call: parsing.Call | parsing.BatchCall | parsing.TableCall) -> tuple[f
     if isinstance(call, parsing.Call) and call.z is not None:
         n, dx, dy = _shape(call.x, call.y)
         stratify, sides = Estimator.conditioning(call.x, call.y, call.z, opts.discrete_z, opts.discrete_x,
-                                                 opts.discrete_y)  # fmt: skip
-        if stratify and (method == "mist" or any(sides)):  # as Estimator.conditional answers it
+                                                 opts.discrete_y, method)  # fmt: skip
+        if stratify:
             return stratified_seconds(method, [len(rows) for rows in strata(as_matrix(call.z, "z"))], dx, dy,
                                       *sides), "z"  # fmt: skip
         return conditional_seconds(method, n, dx, dy, _shape(call.x, call.z)[2]), "z"

@@ -61,6 +61,22 @@ def test_ties_are_broken_within_each_column_and_order_is_kept():
     assert np.array_equal(kept[0], continuous[:, :1]) and np.array_equal(kept[1], continuous[:, 1:])  # no ties
 
 
+def test_identical_rows_are_grouped_exactly_even_when_row_keys_collide():
+    from model.ties import _identical_rows, _occurrence
+
+    rows = np.round(RNG.standard_normal((500, 3)), 0)  # few distinct rows, many repeats
+    _, inverse = np.unique(rows, axis=0, return_inverse=True)
+    expected = np.empty(500, dtype=np.int64)
+    by_group = np.argsort(inverse.ravel(), kind="stable")
+    expected[by_group] = _occurrence(inverse.ravel()[by_group])
+    colliding = (np.zeros(500, dtype=np.uint64), (rows[:, 0] > 0).astype(np.uint64))  # rows that differ share keys
+    for row_key in colliding:
+        order, group = _identical_rows(rows, row_key)
+        got = np.empty(500, dtype=np.int64)
+        got[order] = _occurrence(group)
+        assert np.array_equal(got, expected)  # each row's rank among the rows identical to it, in row order
+
+
 def test_one_sort_per_column_gives_the_ties_and_the_order_after_they_are_broken():
     from model.ties import broken_orders, sorted_columns, tied_columns
 

@@ -72,6 +72,39 @@ def test_bank_flows_invert_and_are_not_identity(kind, d):
         torch.testing.assert_close(flow.run(exact, inverse=True, dtype=torch.float64), z[b], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["coupling_spline", "autoregressive_spline"])
+def test_spline_flows_answer_as_with_torchs_softmax(kind, monkeypatch):
+    import contextlib
+
+    import normflows.utils.splines as splines
+
+    import metadata_gen.transforms as transforms
+
+    flow = banked_flow(4, FlowSpec(probability=1.0, kinds=(kind,), layers={"low": 3, "high": 3}), 0)
+    z = _batch(1, 4, 1001)[0]
+    for dtype, atol in [(torch.float32, 1e-3), (torch.float64, 1e-12)]:  # float32 as in its own test above
+        fast = flow.run(z, dtype=dtype)
+        assert splines.F is torch.nn.functional  # the shim is scoped to the call
+        with monkeypatch.context() as m:  # normflows as it ships: torch's own softmax
+            m.setattr(transforms, "_fast_spline_softmax", contextlib.nullcontext)
+            plain = flow.run(z, dtype=dtype)
+        assert not torch.equal(fast, plain)  # the shim really ran
+        torch.testing.assert_close(fast, plain, rtol=0, atol=atol)
+
+
+def test_spline_softmax_matches_torchs_and_gives_a_row_the_same_bits_in_any_batch():
+    from metadata_gen.transforms import _SplineFunctional
+
+    for dtype, atol in [(torch.float32, 3e-7), (torch.float64, 1e-15)]:
+        x = torch.as_tensor(np.random.default_rng(1).standard_normal((20_011, 8)) * 3, dtype=dtype)
+        full = _SplineFunctional.softmax(x, dim=-1)
+        torch.testing.assert_close(full, torch.softmax(x, -1), rtol=0, atol=atol)
+        for a, b in [(0, 1), (7, 12), (3, 40), (17, 1_017), (500, 5_503), (9, 20_011)]:
+            assert torch.equal(_SplineFunctional.softmax(x[a:b], dim=-1), full[a:b])
+    wide = torch.randn(10, 16)  # 16 columns or more: torch's own kernel
+    assert torch.equal(_SplineFunctional.softmax(wide, dim=-1), torch.softmax(wide, -1))
+
+
 def test_spiral_keeps_norm():
     stage = Spiral.random(np.random.default_rng(0), 4)
     z = _batch(1, 4)

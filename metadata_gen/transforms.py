@@ -203,18 +203,22 @@ def _build_flow_layer(kind: str, d: int, hidden: int, strength: float, reverse: 
     raise ValueError(f"unknown flow kind {kind!r}")
 
 
+SLOW_SOFTMAX_COLUMNS = 16  # below this many columns torch's CPU softmax kernel is the slow one
+
+
 class _SplineFunctional:
     """``torch.nn.functional`` as normflows' splines see it, with ``softmax`` over a short last dim taken as
-    exp / sum: torch 2.13's CPU softmax kernel is 4–5× slower than that for fewer than 16 columns (the splines'
-    8 bins; it was 18 % of batched generation). Same values to rounding (float32: 1.2e-7), and like the kernel it
-    replaces each row gets the same bits whatever rows share its batch."""
+    exp / sum: torch 2.13's CPU softmax kernel is 4–5× slower than that for fewer than
+    :data:`SLOW_SOFTMAX_COLUMNS` columns (the splines' 8 bins; it was 18 % of batched generation). Same values to
+    rounding (float32: 1.2e-7), and like the kernel it replaces each row gets the same bits whatever rows share
+    its batch."""
 
     def __getattr__(self, name: str):
         return getattr(torch.nn.functional, name)
 
     @staticmethod
     def softmax(x: torch.Tensor, dim: int = -1, **kwargs) -> torch.Tensor:
-        if x.device.type != "cpu" or dim not in (-1, x.dim() - 1) or x.shape[-1] >= 16 or kwargs:
+        if x.device.type != "cpu" or dim not in (-1, x.dim() - 1) or x.shape[-1] >= SLOW_SOFTMAX_COLUMNS or kwargs:
             return torch.nn.functional.softmax(x, dim=dim, **kwargs)
         e = torch.exp(x - x.amax(-1, keepdim=True))
         total = e[..., 0].clone()
@@ -223,11 +227,14 @@ class _SplineFunctional:
         return e / total[..., None]
 
 
+_SPLINE_FUNCTIONAL = _SplineFunctional()
+
+
 @contextlib.contextmanager
 def _fast_spline_softmax() -> Iterator[None]:
     """Run normflows' splines with :class:`_SplineFunctional` (only that module's ``F``, only inside)."""
     splines = normflows.utils.splines
-    saved, splines.F = splines.F, _SplineFunctional()
+    saved, splines.F = splines.F, _SPLINE_FUNCTIONAL
     try:
         yield
     finally:

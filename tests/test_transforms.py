@@ -3,13 +3,18 @@ composes as a list."""
 
 from __future__ import annotations
 
+import contextlib
+
+import normflows.utils.splines as splines
 import numpy as np
 import pytest
 import torch
 
+import metadata_gen.transforms as transforms
 from metadata_gen.config import COORDINATEWISE_KINDS, FLOW_KINDS, FlowSpec, TransformsConfig
 from metadata_gen.transforms import (
     FLOW_BANK,
+    SLOW_SOFTMAX_COLUMNS,
     BankFlow,
     Coordinatewise,
     Linear,
@@ -74,12 +79,6 @@ def test_bank_flows_invert_and_are_not_identity(kind, d):
 
 @pytest.mark.parametrize("kind", ["coupling_spline", "autoregressive_spline"])
 def test_spline_flows_answer_as_with_torchs_softmax(kind, monkeypatch):
-    import contextlib
-
-    import normflows.utils.splines as splines
-
-    import metadata_gen.transforms as transforms
-
     flow = banked_flow(4, FlowSpec(probability=1.0, kinds=(kind,), layers={"low": 3, "high": 3}), 0)
     z = _batch(1, 4, 1001)[0]
     for dtype, atol in [(torch.float32, 1e-3), (torch.float64, 1e-12)]:  # float32 as in its own test above
@@ -93,16 +92,15 @@ def test_spline_flows_answer_as_with_torchs_softmax(kind, monkeypatch):
 
 
 def test_spline_softmax_matches_torchs_and_gives_a_row_the_same_bits_in_any_batch():
-    from metadata_gen.transforms import _SplineFunctional
-
+    softmax = transforms._SplineFunctional.softmax
     for dtype, atol in [(torch.float32, 3e-7), (torch.float64, 1e-15)]:
         x = torch.as_tensor(np.random.default_rng(1).standard_normal((20_011, 8)) * 3, dtype=dtype)
-        full = _SplineFunctional.softmax(x, dim=-1)
+        full = softmax(x, dim=-1)
         torch.testing.assert_close(full, torch.softmax(x, -1), rtol=0, atol=atol)
         for a, b in [(0, 1), (7, 12), (3, 40), (17, 1_017), (500, 5_503), (9, 20_011)]:
-            assert torch.equal(_SplineFunctional.softmax(x[a:b], dim=-1), full[a:b])
-    wide = torch.randn(10, 16)  # 16 columns or more: torch's own kernel
-    assert torch.equal(_SplineFunctional.softmax(wide, dim=-1), torch.softmax(wide, -1))
+            assert torch.equal(softmax(x[a:b], dim=-1), full[a:b])
+    wide = torch.randn(10, SLOW_SOFTMAX_COLUMNS)  # that many columns or more: torch's own kernel
+    assert torch.equal(softmax(wide, dim=-1), torch.softmax(wide, -1))
 
 
 def test_spiral_keeps_norm():

@@ -31,11 +31,6 @@ def sort_last(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t.gather(-1, order), order
 
 
-def sorted_last(t: torch.Tensor) -> torch.Tensor:
-    """``t.sort(dim=-1).values``, through numpy on CPU (:func:`sort_last`)."""
-    return torch.from_numpy(sort_rows(t.numpy())) if _numpy_sortable(t) else t.sort(dim=-1).values
-
-
 def _normal_quantile(u: torch.Tensor) -> torch.Tensor:
     return math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)
 

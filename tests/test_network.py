@@ -88,12 +88,12 @@ def test_row_order_is_bit_identical_under_permutations_of_coordinates_and_sides(
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cpu_sort_gives_torch_sorted_values_and_a_permutation_that_reproduces_them(dtype):
-    from model.preprocess import sort_last, sorted_last
+    from model.preprocess import sort_last
 
     g = torch.Generator().manual_seed(0)
     t = (torch.randn(3, 5, 2000, generator=g) * 4).round().to(dtype)  # many ties
     values, order = sort_last(t)
-    assert torch.equal(values, t.sort(dim=-1).values) and torch.equal(sorted_last(t), values)
+    assert torch.equal(values, t.sort(dim=-1).values)
     assert torch.equal(t.gather(-1, order), values)
     assert torch.equal(order.sort(dim=-1).values, torch.arange(2000).expand_as(order))  # each index once
 
@@ -202,20 +202,43 @@ def test_one_coordinate_knn_counts_match_the_distance_matrix():
 
 @pytest.mark.parametrize("m", [2, 7, 32, 128, 512])
 @pytest.mark.parametrize("rho", [0.0, 0.9, 1.0])  # independent, dependent, a = b (every window exact)
-def test_window_search_finds_the_kth_neighbour_of_the_full_distance_matrix(m, rho):
-    from model.network import _window_kth
+@pytest.mark.parametrize("scale", [1.0, 0.05])  # the shipped windows, and windows of one place: all rows searched
+def test_window_search_finds_the_kth_neighbour_of_the_full_distance_matrix(m, rho, scale, monkeypatch):
+    import model.network as network
 
+    monkeypatch.setattr(network, "WINDOW_SCALE", scale)
     g = torch.Generator().manual_seed(m)
     a = torch.randn(40, m, generator=g)
     b = rho * a + (1 - rho**2) ** 0.5 * torch.randn(40, m, generator=g)
     a[:5] = a[:5].round()  # ties in a and in b
     b[5:10] = (b[5:10] * 2).round()
-    a, order = a.sort(dim=1)
-    b = b.gather(1, order)
     joint = torch.maximum((a[:, :, None] - a[:, None, :]).abs(), (b[:, :, None] - b[:, None, :]).abs())
     joint.diagonal(dim1=1, dim2=2).fill_(float("inf"))
     for k in {1, min(5, m - 1)}:
-        assert torch.equal(_window_kth(a, b, k), joint.topk(k, dim=-1, largest=False).values[..., -1])
+        eps, (srt_a, order_a), (srt_b, order_b) = network._window_kth(a, b, k)
+        assert torch.equal(eps, joint.topk(k, dim=-1, largest=False).values[..., -1])
+        assert torch.equal(srt_a, a.sort(dim=1).values) and torch.equal(srt_a, a.gather(1, order_a))
+        assert torch.equal(srt_b, b.sort(dim=1).values) and torch.equal(srt_b, b.gather(1, order_b))
+
+
+def test_b_order_window_proves_most_rows_the_a_order_window_leaves_and_proves_them_right():
+    """The rows a's window cannot prove are mostly proven by b's (else the full search would do the work)."""
+    import model.network as network
+    from model.preprocess import sort_last
+
+    g = torch.Generator().manual_seed(5)
+    a, b, k = torch.randn(64, 512, generator=g), torch.randn(64, 512, generator=g), 5
+    srt_a, order_a = sort_last(a)
+    _, proven = network._window_pass(srt_a, b.gather(1, order_a), k)
+    si, ri = (~torch.empty_like(proven).scatter_(1, order_a, proven)).nonzero(as_tuple=True)
+    srt_b, order_b = sort_last(b)
+    rank_b = torch.empty_like(order_b).scatter_(1, order_b, torch.arange(512).expand_as(order_b))
+    found, by_b = network._b_window(a, b, (srt_b, order_b), rank_b, si, ri, k)
+    joint = torch.maximum((a[:, :, None] - a[:, None, :]).abs(), (b[:, :, None] - b[:, None, :]).abs())
+    joint.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+    truth = joint.topk(k, dim=-1, largest=False).values[..., -1][si, ri]
+    assert len(si) > 0.03 * a.numel() and by_b.float().mean() > 0.9
+    assert torch.equal(found[by_b], truth[by_b])
 
 
 def test_ksg_gives_the_same_value_by_window_and_by_distance_matrix(monkeypatch):

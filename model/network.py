@@ -202,6 +202,12 @@ def _distances(a: torch.Tensor) -> torch.Tensor:
 Sorted = tuple[torch.Tensor, torch.Tensor]  # one coordinate's values sorted along the last dim, and the argsort
 
 
+def _in_rows_order(in_sorted_order: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Per-point values given in the sorted order that ``order`` (an argsort along the last dim) made, put back
+    in the rows' own order."""
+    return torch.empty_like(in_sorted_order).scatter_(-1, order, in_sorted_order)
+
+
 def _closer_than(a: torch.Tensor, dist: torch.Tensor | None, eps: torch.Tensor, sort: Sorted | None = None):
     """Points strictly closer than ``eps`` ``(S, m, 1)`` to each point, itself included: for one coordinate by
     binary search in the sorted values (O(m log m); ``sort``: :func:`model.preprocess.sort_last` of them, when
@@ -212,8 +218,7 @@ def _closer_than(a: torch.Tensor, dist: torch.Tensor | None, eps: torch.Tensor, 
     srt, order = sort_last(a[..., 0]) if sort is None else sort
     e = eps[..., 0].gather(-1, order)
     inside = torch.searchsorted(srt, srt + e, right=False) - torch.searchsorted(srt, srt - e, right=True)
-    # rounding at the edges must not drop the point itself; back in the rows' own order
-    return torch.empty_like(inside).scatter_(-1, order, inside.clamp_min(1))
+    return _in_rows_order(inside.clamp_min(1), order)  # rounding at the edges must not drop the point itself
 
 
 INSERTION_MAX_ROWS = 128  # rows per matrix up to which many short rows take :func:`_kth_smallest`'s insertion net
@@ -251,12 +256,17 @@ WINDOW_MIN_ROWS = 1 << 12  # rows per piece below which the full matrix is cheap
 # not per row: one chunk of 1 024 rows takes 3.2 ms there against 1.8 ms for the matrix)
 
 
+def _window_places(m: int, k: int) -> int:
+    """Places a one-coordinate window reads on each side of a point: ceil(WINDOW_SCALE · √(k·m)), at most m − 1."""
+    return min(m - 1, math.ceil(WINDOW_SCALE * math.sqrt(k * m)))
+
+
 def _window_pass(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k-th smallest max-norm distance from each point to the w nearest places on each side in a's order
     (``a`` ``(S, m)`` sorted, ``b`` in its order; an insertion net over the offsets), and where it is the k-th
     over all points: a point outside the window is at least the a-gap to the first place left out away."""
     s, m = a.shape
-    w = min(m - 1, math.ceil(WINDOW_SCALE * math.sqrt(k * m)))
+    w = _window_places(m, k)
     buf = torch.full((k, s, m), float("inf"), dtype=a.dtype, device=a.device)
     tmp = torch.empty(k - 1, s, m, dtype=a.dtype, device=a.device)
     for o in range(1, w + 1):
@@ -282,13 +292,10 @@ def _window_kth(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor,
     srt_a, order_a = sort_last(a)
     srt_b, order_b = sort_last(b)
     eps, proven = _window_pass(srt_a, b.gather(1, order_a), k)
-    eps = torch.empty_like(eps).scatter_(1, order_a, eps)  # back in the rows' own order
-    proven = torch.empty_like(proven).scatter_(1, order_a, proven)
+    eps, proven = _in_rows_order(eps, order_a), _in_rows_order(proven, order_a)
     si, ri = (~proven).nonzero(as_tuple=True)
     step = max(1, FALLBACK_CELLS // a.shape[1])  # points per step: at most FALLBACK_CELLS distances each
-    rank_b = torch.empty_like(order_b).scatter_(
-        1, order_b, torch.arange(a.shape[1], device=a.device).expand_as(order_b)
-    )
+    rank_b = _in_rows_order(torch.arange(a.shape[1], device=a.device).expand_as(order_b).contiguous(), order_b)
     for start in range(0, len(si), step):
         rs, rr = si[start : start + step], ri[start : start + step]
         found, proven = _b_window(a, b, (srt_b, order_b), rank_b, rs, rr, k)
@@ -314,7 +321,7 @@ def _b_window(
     side in b's order, and where it is the k-th over all points (no larger than the b-gap to the first place left
     out)."""
     m = a.shape[1]
-    w = min(m - 1, math.ceil(WINDOW_SCALE * math.sqrt(k * m)))
+    w = _window_places(m, k)
     if 2 * w < k:  # fewer places than neighbours sought: nothing is proven
         nothing = torch.zeros_like(si, dtype=torch.bool)
         return torch.full(si.shape, float("inf"), dtype=a.dtype, device=a.device), nothing

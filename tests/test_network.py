@@ -230,9 +230,9 @@ def test_b_order_window_proves_most_rows_the_a_order_window_leaves_and_proves_th
     a, b, k = torch.randn(64, 512, generator=g), torch.randn(64, 512, generator=g), 5
     srt_a, order_a = sort_last(a)
     _, proven = network._window_pass(srt_a, b.gather(1, order_a), k)
-    si, ri = (~torch.empty_like(proven).scatter_(1, order_a, proven)).nonzero(as_tuple=True)
+    si, ri = (~network._in_rows_order(proven, order_a)).nonzero(as_tuple=True)
     srt_b, order_b = sort_last(b)
-    rank_b = torch.empty_like(order_b).scatter_(1, order_b, torch.arange(512).expand_as(order_b))
+    rank_b = network._in_rows_order(torch.arange(512).expand_as(order_b).contiguous(), order_b)
     found, by_b = network._b_window(a, b, (srt_b, order_b), rank_b, si, ri, k)
     joint = torch.maximum((a[:, :, None] - a[:, None, :]).abs(), (b[:, :, None] - b[:, None, :]).abs())
     joint.diagonal(dim1=1, dim2=2).fill_(float("inf"))

@@ -275,7 +275,8 @@ class Estimator:
         discrete_y: discrete.Discreteness = False,
     ) -> Estimate:  # fmt: skip
         """Estimate I(X; Y | Z) in nats: rows are samples; ``mi_nats`` is the median. A continuous Z is answered by
-        the chain rule (:mod:`model.conditional`, quantiles calibrated on CMI tasks); a discrete one (True, or
+        the chain rule (:mod:`model.conditional`, quantiles calibrated on CMI tasks, and 0 below the median where
+        :meth:`ci_test` keeps CMI = 0 at their level); a discrete one (True, or
         ``"auto"``: :func:`model.discrete.looks_discrete`) by strata, each class's MI from this network
         (:mod:`model.stratified`, method ``mist_stratified``); then X or Y may be discrete too (``discrete_x``,
         ``discrete_y``: each class's MI from :mod:`model.discrete`, whatever the method). ``method`` may also be a
@@ -313,9 +314,11 @@ class Estimator:
         (I(X; Y | Z) = 0), on the chain-rule difference less its fitted null location (:mod:`model.conditional`), so
         on tasks like them the false-positive rate is at most ``alpha``; on held-out null tasks (links and
         families calibration never draws) it measured 0 of 40 at each of 1, 2, 3 and 5 dims per block; the power
-        is low (model card). For a discrete Z (``discrete_z`` as in :meth:`conditional`) it is a permutation test
-        of Y within the classes of Z (``permutations`` of them): exact for any distribution; X and Y may then be
-        discrete (as in :meth:`conditional`)."""
+        is low (model card). Its estimate is :meth:`conditional`'s, whose quantiles below the median are 0 at levels
+        under the p-value: a 90 % interval that excludes 0 comes with "dependent" at alpha 0.05. For a discrete Z
+        (``discrete_z`` as in :meth:`conditional`) it is a permutation test of Y within the classes of Z
+        (``permutations`` of them): exact for any distribution; X and Y may then be discrete (as in
+        :meth:`conditional`)."""
         if not 0.0 < alpha < 1.0:
             raise InputError("alpha", f"must lie in (0, 1), got {alpha}")
         stratify, sides = self.conditioning(x, y, z, discrete_z, discrete_x, discrete_y)

@@ -81,9 +81,14 @@ def robust_rescale(a: np.ndarray) -> np.ndarray:
 def as_matrix(values, field: str) -> np.ndarray:
     """A 2-D float64 array from a list, nested list or array; a 1-D input is one column."""
     try:
-        arr = np.asarray(values, dtype=np.float64)
+        arr = np.asarray(values)
+        complex_values = np.iscomplexobj(arr)
+        arr = arr if complex_values else arr.astype(np.float64, copy=False)
     except (ValueError, TypeError):
         raise InputError(field, "must be a numeric array with rows of equal length") from None
+    if complex_values:  # a cast to float would drop the imaginary parts without a word
+        raise InputError(field, "has complex values: send real numbers (the real and imaginary parts as columns of "
+                         "their own)")  # fmt: skip
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:

@@ -50,6 +50,7 @@ def test_shipped_checkpoint_gives_sane_estimate(shipped):
         (np.full((20, 1), np.nan), np.zeros((20, 1)), {}, "x"),
         (np.zeros((20, 70)), np.zeros((20, 1)), {}, "x"),
         ([[1, 2], [3]], np.zeros((2, 1)), {}, "x"),
+        (np.zeros((20, 1)), np.ones((20, 1)) * (1 + 2j), {}, "y"),  # not cast to float, dropping the imaginary parts
         (np.zeros((20, 1)), np.zeros((20, 1)), {"quantiles": [1.5]}, "quantiles"),
         (np.zeros((20, 1)), np.zeros((20, 1)), {"method": "magic"}, "method"),
         (np.zeros((20, 1)), np.zeros((20, 1)), {"method": "ksg", "quantiles": [0.5]}, "quantiles"),

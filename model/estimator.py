@@ -379,7 +379,7 @@ class Estimator:
         x, y, z = validate_triple(x, y, z, self.limits)
         cal = self._checked_calibration()
         c = self._chain_rule(x, y, z)  # validated once, above
-        values, (lo, hi) = cal.quantiles(c, qs), cal.quantiles(c, (0.05, 0.95))
+        *values, lo, hi = cal.quantiles(c, (*qs, 0.05, 0.95))  # one call: each ranks c among the null tasks
         answer = Estimate("mist", c.median, quantile_map(qs, values),
                           (float(lo), float(hi)), len(x), x.shape[1], y.shape[1], self.version, z.shape[1])  # fmt: skip
         return answer, c
